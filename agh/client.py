@@ -1,0 +1,239 @@
+"""A small synchronous client: stdlib socket + msgspec, one typed method per RPC.
+
+Errors the daemon sends come back as the same ``agh.errors`` classes it
+raised; a missing daemon is ``DaemonUnreachable`` with the next step.
+
+    from agh.client import Client
+    with Client(agent_name="coder-1") as c:
+        claim = c.claim_next(wait_ms=30_000).claim
+        if claim:
+            c.complete(claim.run.id, claim.claim_token, result={"ok": True})
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from typing import Any, TypeVar
+
+import msgspec
+
+from agh import protocol as p
+from agh.errors import AghError, DaemonUnreachable, ProtocolError
+from agh.paths import default_socket_path
+
+R = TypeVar("R")
+
+
+class _Reply(msgspec.Struct):
+    jsonrpc: str = "2.0"
+    id: p.RequestId = None
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    error: Any = msgspec.UNSET
+    method: str | msgspec.UnsetType = msgspec.UNSET
+    params: Any = msgspec.UNSET
+
+
+_reply_decoder = msgspec.json.Decoder(_Reply)
+_encoder = msgspec.json.Encoder()
+
+
+def unreachable_message(path: str, reason: str) -> str:
+    return (
+        f"aghd is not running ({reason} at {path}). "
+        "Start it with `aghd` or `systemctl --user start aghd`."
+    )
+
+
+class Client:
+    """One connection to aghd. Not thread-safe: use one per thread."""
+
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        *,
+        timeout: float | None = 60.0,
+        agent_name: str | None = None,
+        session_id: str | None = None,
+        channel: str | None = None,
+        workspace: str | None = None,
+        origin_kind: str | None = None,
+    ) -> None:
+        """Connect; if ``agent_name``, ``session_id`` or ``origin_kind`` is
+        given, send ``session.hello`` first. Raises DaemonUnreachable."""
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._buffer = b""
+        self.notifications: list[Any] = []
+        self.session: p.Session | None = None
+        self._sock = self._connect()
+        if agent_name or session_id or origin_kind:
+            origin = p.Origin(origin_kind or "agent_session")  # type: ignore[arg-type]
+            self.session = self.hello(
+                agent_name=agent_name,
+                session_id=session_id,
+                channel=channel,
+                workspace=workspace,
+                origin=origin,
+            ).session
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except FileNotFoundError:
+            sock.close()
+            raise DaemonUnreachable(unreachable_message(self.socket_path, "no socket")) from None
+        except (ConnectionRefusedError, PermissionError) as exc:
+            sock.close()
+            raise DaemonUnreachable(
+                unreachable_message(self.socket_path, exc.strerror or "connection refused")
+            ) from None
+        return sock
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ------------------------------------------------------------
+
+    def call(
+        self, method: str, params: Any, result_type: type[R], *, timeout: float | None = None
+    ) -> R:
+        """Send one request and wait for its reply; raise its error if any."""
+        rid = next(self._ids)
+        payload = params if isinstance(params, msgspec.Raw) else params or {}
+        data = _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": payload})
+        self._sock.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            self._sock.sendall(data + b"\n")
+            while True:
+                reply = _reply_decoder.decode(self._read_line())
+                if reply.method is not msgspec.UNSET:
+                    self.notifications.append(reply.params)
+                    continue
+                if reply.id != rid:
+                    continue  # a stale reply to an earlier, abandoned request
+                break
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise DaemonUnreachable(
+                unreachable_message(self.socket_path, f"connection lost: {exc}")
+            ) from None
+        except TimeoutError:
+            raise DaemonUnreachable(
+                unreachable_message(self.socket_path, "no reply in time")
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"daemon sent an invalid reply: {exc}") from None
+        finally:
+            self._sock.settimeout(self.timeout)
+        if reply.error is not msgspec.UNSET:
+            raise AghError.from_wire(reply.error)
+        if reply.result is msgspec.UNSET:
+            raise ProtocolError("daemon reply has neither result nor error")
+        return msgspec.json.decode(reply.result, type=result_type)
+
+    def _read_line(self) -> bytes:
+        while True:
+            idx = self._buffer.find(b"\n")
+            if idx >= 0:
+                line, self._buffer = self._buffer[:idx], self._buffer[idx + 1 :]
+                return line
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise DaemonUnreachable(
+                    unreachable_message(self.socket_path, "the daemon closed the connection")
+                )
+            self._buffer += chunk
+
+    # -- sessions and server ----------------------------------------------------
+
+    def hello(self, **fields: Any) -> p.HelloResult:
+        return self.call("session.hello", p.HelloParams(**fields), p.HelloResult)
+
+    def sessions_list(self, **fields: Any) -> p.SessionsListResult:
+        return self.call("sessions.list", p.SessionsListParams(**fields), p.SessionsListResult)
+
+    def server_info(self) -> p.ServerInfoResult:
+        return self.call("server.info", p.EmptyParams(), p.ServerInfoResult)
+
+    # -- tasks --------------------------------------------------------------------
+
+    def tasks_create(self, title: str, **fields: Any) -> p.TaskRunResult:
+        return self.call("tasks.create", p.TasksCreateParams(title=title, **fields), p.TaskRunResult)
+
+    def tasks_get(self, id: str) -> p.TaskDetailResult:
+        return self.call("tasks.get", p.IdParams(id=id), p.TaskDetailResult)
+
+    def tasks_list(self, **filters: Any) -> p.TasksListResult:
+        return self.call("tasks.list", p.TasksListParams(**filters), p.TasksListResult)
+
+    def tasks_update(self, id: str, **changes: Any) -> p.TaskResult:
+        return self.call("tasks.update", p.TasksUpdateParams(id=id, **changes), p.TaskResult)
+
+    def tasks_delete(self, id: str) -> p.EmptyResult:
+        return self.call("tasks.delete", p.IdParams(id=id), p.EmptyResult)
+
+    def tasks_start(self, id: str, **fields: Any) -> p.TaskRunResult:
+        return self.call("tasks.start", p.TasksStartParams(id=id, **fields), p.TaskRunResult)
+
+    def tasks_runs_enqueue(self, id: str, **fields: Any) -> p.TaskRunResult:
+        return self.call("tasks.runs.enqueue", p.TasksStartParams(id=id, **fields), p.TaskRunResult)
+
+    def tasks_runs_list(self, id: str, **filters: Any) -> p.RunsListResult:
+        return self.call("tasks.runs.list", p.TasksRunsListParams(id=id, **filters), p.RunsListResult)
+
+    # -- runs (operator) ------------------------------------------------------------
+
+    def runs_get(self, id: str) -> p.RunDetailResult:
+        return self.call("runs.get", p.IdParams(id=id), p.RunDetailResult)
+
+    def runs_claim(self, id: str, **fields: Any) -> p.RunClaimResult:
+        return self.call("runs.claim", p.RunsClaimParams(id=id, **fields), p.RunClaimResult)
+
+    def runs_start(self, id: str, **fields: Any) -> p.RunResult:
+        return self.call("runs.start", p.RunsStartParams(id=id, **fields), p.RunResult)
+
+    def runs_attach_session(self, id: str, session_id: str) -> p.RunResult:
+        params = p.RunsAttachSessionParams(id=id, session_id=session_id)
+        return self.call("runs.attach_session", params, p.RunResult)
+
+    def runs_complete(self, id: str, result: Any = None) -> p.RunResult:
+        return self.call("runs.complete", p.RunsCompleteParams(id=id, result=result), p.RunResult)
+
+    def runs_fail(self, id: str, error: str | None = None) -> p.RunResult:
+        return self.call("runs.fail", p.RunsFailParams(id=id, error=error), p.RunResult)
+
+    def runs_cancel(self, id: str, reason: str | None = None) -> p.RunResult:
+        return self.call("runs.cancel", p.RunsCancelParams(id=id, reason=reason), p.RunResult)
+
+    # -- agent ------------------------------------------------------------------------
+
+    def claim_next(self, **fields: Any) -> p.ClaimNextResult:
+        params = p.ClaimNextParams(**fields)
+        wait = params.wait_ms / 1000
+        timeout = None if self.timeout is None else self.timeout + wait
+        return self.call("agent.claim_next", params, p.ClaimNextResult, timeout=timeout)
+
+    def heartbeat(self, run_id: str, claim_token: str, lease_ms: int | None = None) -> p.LeaseResult:
+        params = p.HeartbeatParams(run_id=run_id, claim_token=claim_token, lease_ms=lease_ms)
+        return self.call("agent.heartbeat", params, p.LeaseResult)
+
+    def complete(self, run_id: str, claim_token: str, result: Any = None) -> p.LeaseResult:
+        params = p.AgentCompleteParams(run_id=run_id, claim_token=claim_token, result=result)
+        return self.call("agent.complete", params, p.LeaseResult)
+
+    def fail(self, run_id: str, claim_token: str, error: str, retry: bool = True) -> p.LeaseResult:
+        params = p.AgentFailParams(run_id=run_id, claim_token=claim_token, error=error, retry=retry)
+        return self.call("agent.fail", params, p.LeaseResult)
+
+    def release(self, run_id: str, claim_token: str, reason: str | None = None) -> p.LeaseResult:
+        params = p.AgentReleaseParams(run_id=run_id, claim_token=claim_token, reason=reason)
+        return self.call("agent.release", params, p.LeaseResult)

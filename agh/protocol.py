@@ -1,0 +1,542 @@
+"""Wire types: every JSON-RPC params and result shape, and nothing else.
+
+Field names and enum values are those of the AGH Tasks API reference
+(shared/seeds/003); PROTOCOL.md is the contract. This module imports only
+msgspec so both the light client and the daemon can use it. Params structs
+forbid unknown fields (typos fail loudly with the field path); result structs
+always encode every field, ``null`` when unset. New fields get defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+PROTOCOL_VERSION = 1
+
+# -- enums ------------------------------------------------------------------
+
+OwnerKind = Literal["human", "agent_session", "automation", "extension", "network_peer", "pool"]
+OriginKind = Literal[
+    "cli", "web", "uds", "http", "automation", "extension", "network", "agent_session", "daemon"
+]
+Scope = Literal["global", "workspace"]
+Priority = Literal["low", "medium", "high", "urgent"]
+TaskStatus = Literal[
+    "draft", "pending", "blocked", "ready", "in_progress", "completed", "failed", "canceled"
+]
+RunStatus = Literal["queued", "claimed", "starting", "running", "completed", "failed", "canceled"]
+ApprovalPolicy = Literal["none", "manual"]
+ApprovalState = Literal["not_required", "pending", "approved", "rejected"]
+DependencyKind = Literal["blocks"]
+MessageKind = Literal["input", "status", "question"]
+SessionState = Literal["connected", "disconnected"]
+
+PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
+ACTIVE_RUN_STATUSES = ("claimed", "starting", "running")
+OPEN_RUN_STATUSES = ("queued", *ACTIVE_RUN_STATUSES)
+TERMINAL_TASK_STATUSES = ("completed", "failed", "canceled")
+
+# Bounded values used by several params.
+Limit = Annotated[int, Meta(ge=1, le=1000)]
+LeaseMs = Annotated[int, Meta(ge=1000, le=86_400_000)]
+WaitMs = Annotated[int, Meta(ge=0, le=60_000)]
+NonEmpty = Annotated[str, Meta(min_length=1, max_length=4096)]
+Title = Annotated[str, Meta(min_length=1, max_length=1000)]
+MaxAttempts = Annotated[int, Meta(ge=1, le=1000)]
+
+
+class Params(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Base of every params struct: strict, keyword-only."""
+
+
+class Shape(Struct, kw_only=True):
+    """Base of every result shape: all fields always present."""
+
+
+# -- common shapes ----------------------------------------------------------
+
+
+class Actor(Struct, forbid_unknown_fields=True):
+    kind: OwnerKind
+    ref: str | None = None
+
+
+class Origin(Struct, forbid_unknown_fields=True):
+    kind: OriginKind
+    ref: str | None = None
+
+
+class CoordinationChannel(Shape, kw_only=True):
+    allowed_message_kinds: list[str]
+    channel: str
+    display_name: str
+    id: str
+    last_activity_at: str | None = None
+    purpose: str
+    run_id: str | None = None
+    task_id: str
+    workflow_id: str | None = None
+    workspace_id: str | None = None
+
+
+class Run(Shape, kw_only=True):
+    """A task run. The reference's ``active_run`` summary is a subset of this."""
+
+    attempt: int
+    claim_token_hash: str | None = None
+    claimed_at: str | None = None
+    claimed_by: Actor | None = None
+    coordination_channel: CoordinationChannel | None = None
+    coordination_channel_id: str | None = None
+    ended_at: str | None = None
+    error: str | None = None
+    heartbeat_at: str | None = None
+    id: str
+    idempotency_key: str | None = None
+    lease_until: str | None = None
+    metadata: Any = None
+    network_channel: str | None = None
+    origin: Origin | None = None
+    queued_at: str | None = None
+    result: Any = None
+    session_id: str | None = None
+    started_at: str | None = None
+    status: RunStatus
+    task_id: str
+    # agh additions
+    max_attempts: int = 1
+    input: Any = None
+    available_at: str | None = None
+
+
+class Lease(Shape, kw_only=True):
+    claim_token_hash: str | None = None
+    claimed_by: Actor | None = None
+    coordination_channel: CoordinationChannel | None = None
+    coordination_channel_id: str | None = None
+    heartbeat_at: str | None = None
+    lease_until: str | None = None
+    run_id: str
+    session_id: str | None = None
+    status: RunStatus
+    task_id: str
+    # agh addition: lets an agent see the attempt it is on without another call
+    attempt: int = 0
+
+
+class TaskSummary(Shape, kw_only=True):
+    id: str
+    identifier: str
+    owner: Actor | None = None
+    priority: Priority
+    scope: Scope
+    status: TaskStatus
+    title: str
+    workspace_id: str | None = None
+
+
+class Task(Shape, kw_only=True):
+    approval_policy: ApprovalPolicy
+    approval_state: ApprovalState
+    closed_at: str | None = None
+    created_at: str
+    created_by: Actor | None = None
+    description: str | None = None
+    draft: bool
+    id: str
+    identifier: str
+    max_attempts: int
+    metadata: Any = None
+    network_channel: str | None = None
+    origin: Origin | None = None
+    owner: Actor | None = None
+    parent_task_id: str | None = None
+    priority: Priority
+    scope: Scope
+    status: TaskStatus
+    title: str
+    updated_at: str
+    workspace_id: str | None = None
+    # agh addition: why a blocked task is blocked (PROTOCOL.md §6)
+    blocking_reason: str | None = None
+
+
+class Dependency(Shape, kw_only=True):
+    created_at: str
+    depends_on_task_id: str
+    kind: DependencyKind = "blocks"
+    task_id: str
+
+
+class DependencyReference(Shape, kw_only=True):
+    created_at: str
+    depends_on: TaskSummary | None = None
+    depends_on_task_id: str
+    kind: DependencyKind = "blocks"
+    task_id: str
+
+
+class TaskListItem(Shape, kw_only=True):
+    """The enriched task of ``tasks.list`` and of the detail's ``summary``."""
+
+    active_run: Run | None = None
+    approval_policy: ApprovalPolicy
+    approval_state: ApprovalState
+    child_count: int = 0
+    closed_at: str | None = None
+    created_at: str
+    created_by: Actor | None = None
+    dependencies: list[DependencyReference] = []
+    dependency_count: int = 0
+    draft: bool
+    id: str
+    identifier: str
+    last_activity_at: str | None = None
+    max_attempts: int
+    network_channel: str | None = None
+    origin: Origin | None = None
+    owner: Actor | None = None
+    parent_task_id: str | None = None
+    priority: Priority
+    scope: Scope
+    status: TaskStatus
+    title: str
+    updated_at: str
+    workspace_id: str | None = None
+    blocking_reason: str | None = None
+
+
+class TaskEvent(Shape, kw_only=True):
+    actor: Actor | None = None
+    event_type: str
+    id: str
+    origin: Origin | None = None
+    payload: Any = None
+    run_id: str | None = None
+    task_id: str | None = None
+    timestamp: str
+    sequence: int = 0
+
+
+class TaskDetail(Shape, kw_only=True):
+    children: list[TaskListItem] = []
+    dependencies: list[Dependency] = []
+    dependency_references: list[DependencyReference] = []
+    events: list[TaskEvent] = []
+    runs: list[Run] = []
+    summary: TaskListItem
+    task: Task
+
+
+class Session(Shape, kw_only=True):
+    agent_name: str | None = None
+    channel: str | None = None
+    created_at: str
+    name: str | None = None
+    session_id: str
+    state: SessionState
+    updated_at: str
+    workspace_id: str | None = None
+
+
+class RunSummaryStats(Shape, kw_only=True):
+    cost_currency: str | None = None
+    input_tokens: int = 0
+    last_activity_at: str | None = None
+    last_event_type: str | None = None
+    output_tokens: int = 0
+    tool_call_count: int = 0
+    total_cost: float = 0
+    total_tokens: int = 0
+    turn_count: int = 0
+
+
+class RunDetail(Shape, kw_only=True):
+    run: Run
+    session: Session | None = None
+    summary: RunSummaryStats
+    task: TaskSummary
+
+
+class Claim(Shape, kw_only=True):
+    coordination_channel: CoordinationChannel | None = None
+    lease: Lease
+    run: Run
+    task: TaskSummary
+    claim_token: str
+
+
+class ServerInfo(Shape, kw_only=True):
+    version: str
+    protocol: int = PROTOCOL_VERSION
+
+
+# -- params -----------------------------------------------------------------
+
+
+class HelloParams(Params, kw_only=True):
+    agent_name: str | None = None
+    session_id: str | None = None
+    channel: str | None = None
+    name: str | None = None
+    workspace: str | None = None
+    origin: Origin | None = None
+
+
+class EmptyParams(Params, kw_only=True):
+    pass
+
+
+class SessionsListParams(Params, kw_only=True):
+    state: SessionState | None = None
+    limit: Limit = 100
+    cursor: str | None = None
+
+
+class IdParams(Params, kw_only=True):
+    id: NonEmpty
+
+
+class TasksCreateParams(Params, kw_only=True):
+    title: Title
+    description: str | None = None
+    scope: Scope | None = None
+    workspace: str | None = None
+    owner: Actor | None = None
+    origin: Origin | None = None
+    priority: Priority = "medium"
+    network_channel: NonEmpty | None = None
+    max_attempts: MaxAttempts | None = None
+    metadata: Any = None
+    draft: bool = False
+    approval_policy: ApprovalPolicy = "none"
+    parent_task_id: str | None = None
+    depends_on: list[str] = []
+    # agh: `start` requests a run right away; `input` is handed to that run.
+    start: bool = False
+    input: Any = None
+    idempotency_key: NonEmpty | None = None
+
+
+class TasksListParams(Params, kw_only=True):
+    scope: Scope | None = None
+    workspace: str | None = None
+    status: TaskStatus | None = None
+    priority: Priority | None = None
+    include_drafts: bool = False
+    approval_state: ApprovalState | None = None
+    owner_kind: OwnerKind | None = None
+    owner_ref: str | None = None
+    parent_task_id: str | None = None
+    network_channel: str | None = None
+    query: str | None = None
+    limit: Limit = 100
+    cursor: str | None = None
+
+
+class TasksUpdateParams(Params, kw_only=True):
+    """PATCH semantics: a field left out is unchanged; ``null`` clears it."""
+
+    id: NonEmpty
+    title: Title | UnsetType = UNSET
+    description: str | None | UnsetType = UNSET
+    priority: Priority | UnsetType = UNSET
+    network_channel: NonEmpty | None | UnsetType = UNSET
+    max_attempts: MaxAttempts | UnsetType = UNSET
+    metadata: Any | UnsetType = UNSET
+    owner: Actor | UnsetType = UNSET
+    approval_policy: ApprovalPolicy | UnsetType = UNSET
+
+
+class TasksStartParams(Params, kw_only=True):
+    id: NonEmpty
+    idempotency_key: NonEmpty | None = None
+    input: Any = None
+
+
+class TasksRunsListParams(Params, kw_only=True):
+    id: NonEmpty
+    status: RunStatus | None = None
+    session_id: str | None = None
+    limit: Limit = 100
+    cursor: str | None = None
+
+
+class RunsClaimParams(Params, kw_only=True):
+    id: NonEmpty
+    idempotency_key: NonEmpty | None = None
+    session_id: str | None = None
+    lease_ms: LeaseMs | None = None
+
+
+class RunsStartParams(Params, kw_only=True):
+    id: NonEmpty
+    idempotency_key: NonEmpty | None = None
+
+
+class RunsAttachSessionParams(Params, kw_only=True):
+    id: NonEmpty
+    session_id: NonEmpty
+
+
+class RunsCompleteParams(Params, kw_only=True):
+    id: NonEmpty
+    result: Any = None
+
+
+class RunsFailParams(Params, kw_only=True):
+    id: NonEmpty
+    error: str | None = None
+
+
+class RunsCancelParams(Params, kw_only=True):
+    id: NonEmpty
+    reason: str | None = None
+
+
+class ClaimNextParams(Params, kw_only=True):
+    session_id: str | None = None
+    network_channel: str | None = None
+    workspace: str | None = None
+    scope: Scope | None = None
+    owner_kind: OwnerKind | None = None
+    owner_ref: str | None = None
+    lease_ms: LeaseMs | None = None
+    wait_ms: WaitMs = 0
+    idempotency_key: NonEmpty | None = None
+
+
+class HeartbeatParams(Params, kw_only=True):
+    run_id: NonEmpty
+    claim_token: NonEmpty
+    lease_ms: LeaseMs | None = None
+
+
+class AgentCompleteParams(Params, kw_only=True):
+    run_id: NonEmpty
+    claim_token: NonEmpty
+    result: Any = None
+
+
+class AgentFailParams(Params, kw_only=True):
+    run_id: NonEmpty
+    claim_token: NonEmpty
+    error: NonEmpty
+    retry: bool = True
+
+
+class AgentReleaseParams(Params, kw_only=True):
+    run_id: NonEmpty
+    claim_token: NonEmpty
+    reason: str | None = None
+
+
+# -- results ----------------------------------------------------------------
+
+
+class HelloResult(Shape, kw_only=True):
+    session: Session
+    server: ServerInfo
+
+
+class SessionsListResult(Shape, kw_only=True):
+    sessions: list[Session]
+    next_cursor: str | None = None
+
+
+class ServerInfoResult(Shape, kw_only=True):
+    version: str
+    protocol: int = PROTOCOL_VERSION
+    pid: int
+    socket: str
+    database: str
+    started_at: str
+    synchronous: str
+
+
+class TaskResult(Shape, kw_only=True):
+    task: Task
+
+
+class TaskDetailResult(Shape, kw_only=True):
+    task: TaskDetail
+
+
+class TasksListResult(Shape, kw_only=True):
+    tasks: list[TaskListItem]
+    next_cursor: str | None = None
+
+
+class TaskRunResult(Shape, kw_only=True):
+    """``tasks.start`` / ``tasks.publish`` / ``tasks.approve``: run is null while blocked."""
+
+    run: Run | None = None
+    task: Task
+
+
+class RunResult(Shape, kw_only=True):
+    run: Run
+
+
+class RunsListResult(Shape, kw_only=True):
+    runs: list[Run]
+    next_cursor: str | None = None
+
+
+class RunDetailResult(Shape, kw_only=True):
+    run: RunDetail
+
+
+class RunClaimResult(Shape, kw_only=True):
+    run: Run
+    claim_token: str
+    lease: Lease
+
+
+class ClaimNextResult(Shape, kw_only=True):
+    claim: Claim | None = None
+
+
+class LeaseResult(Shape, kw_only=True):
+    lease: Lease
+
+
+class EmptyResult(Shape, kw_only=True):
+    pass
+
+
+# -- JSON-RPC envelope ------------------------------------------------------
+
+RequestId = int | str | None
+
+
+class Request(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One JSON-RPC 2.0 request; ``id`` UNSET means a notification."""
+
+    jsonrpc: str
+    method: str
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+    id: RequestId | UnsetType = UNSET
+
+
+class Response(Struct):
+    """Reply envelope; exactly one of result/error is set (UNSET is never encoded)."""
+
+    jsonrpc: str = "2.0"
+    id: RequestId = None
+    result: Any = UNSET
+    error: Any = UNSET
+
+
+class Notification(Struct):
+    method: str
+    params: Any
+    jsonrpc: str = "2.0"
+
+
+encoder = msgspec.json.Encoder()
+request_decoder = msgspec.json.Decoder(Request)
+any_decoder = msgspec.json.Decoder()

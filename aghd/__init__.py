@@ -1,0 +1,1 @@
+"""aghd: the daemon — server, handlers, store, committer, scheduler."""

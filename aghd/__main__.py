@@ -1,0 +1,3 @@
+from aghd.main import main
+
+main()

@@ -1,0 +1,252 @@
+"""The daemon: wires store, committer, scheduler and server, and runs the
+lifecycle — lock, recover, bind, serve, drain on SIGTERM, clean up.
+
+``serve(config)`` is the whole daemon; tests run it in-process with
+``await task_group.start(serve, config)`` and stop it with
+``daemon.request_stop()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import stat
+from typing import IO, Any
+
+import anyio
+import anyio.abc
+
+import aghd.handlers  # noqa: F401  (registers every method)
+from agh import __version__
+from agh.errors import AghError
+from aghd.committer import Committer
+from aghd.config import Config
+from aghd.rpc import ConnectionState
+from aghd.scheduler import Scheduler, WorkSignal
+from aghd.server import Server
+from aghd.store import runs as runs_store
+from aghd.store import sessions as sessions_store
+from aghd.store.db import DAEMON, Caller, Committed, Tx, now_ms
+
+log = logging.getLogger("aghd")
+
+
+class AlreadyRunning(AghError):
+    """Another aghd holds the lock on this socket or database."""
+
+    kind = "already_running"
+
+
+class Daemon:
+    """Shared state the handlers reach through ``ctx.daemon``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.pid = os.getpid()
+        self.started_at = now_ms()
+        self.work = WorkSignal()
+        self.stopping = anyio.Event()
+        self.stop_requested = anyio.Event()
+        self.backoff = runs_store.Backoff(config.retry_backoff_base_ms, config.retry_backoff_cap_ms)
+        self.committer = Committer(config.db_path, config.synchronous, on_commit=self._on_commit)
+        self.scheduler = Scheduler(
+            self.committer.read, self.committer.write, self.work, config.reaper_max_sleep_s
+        )
+        self.server = Server(self)
+        # session_id -> number of open connections bound to it
+        self._session_connections: dict[str, int] = {}
+        # Hooks for later features (streams): called with each commit's effects.
+        self.commit_listeners: list[Any] = []
+
+    # -- store access for handlers --------------------------------------------
+
+    async def write(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            return await self.committer.write(lambda tx: fn(tx, *args, **kwargs))
+        return await self.committer.write(fn, *args)
+
+    async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            return await self.committer.read(lambda tx: fn(tx, *args, **kwargs))
+        return await self.committer.read(fn, *args)
+
+    def _on_commit(self, effects: Committed) -> None:
+        if effects.work:
+            self.work.notify()
+        if effects.deadline is not None:
+            self.scheduler.consider(effects.deadline)
+        for listener in self.commit_listeners:
+            listener(effects)
+
+    # -- sessions and connections ----------------------------------------------
+
+    def claimant(self, conn: ConnectionState, session_id: str | None) -> tuple[Caller, str | None]:
+        """Who a claim is for: an explicit session, else the hello session."""
+        if session_id is not None:
+            c = conn.caller
+            return Caller("agent_session", session_id, c.origin_kind, c.origin_ref, session_id), (
+                session_id
+            )
+        return conn.caller, conn.caller.session_id
+
+    async def bind_session(self, conn: ConnectionState, session_id: str) -> None:
+        previous = conn.session_id
+        if previous == session_id:
+            return
+        conn.session_id = session_id
+        self._session_connections[session_id] = self._session_connections.get(session_id, 0) + 1
+        if previous is not None:
+            await self._unbind(previous)
+
+    async def connection_gone(self, conn: ConnectionState) -> None:
+        if conn.session_id is not None:
+            await self._unbind(conn.session_id)
+            conn.session_id = None
+
+    async def _unbind(self, session_id: str) -> None:
+        left = self._session_connections.get(session_id, 1) - 1
+        if left > 0:
+            self._session_connections[session_id] = left
+            return
+        self._session_connections.pop(session_id, None)
+        if self.stopping.is_set():
+            return  # recovery at next start marks every session disconnected
+        try:
+            await self.write(sessions_store.set_state, session_id, "disconnected")
+        except AghError:
+            log.warning("could not mark session %s disconnected", session_id, exc_info=True)
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+
+# -- lifecycle -----------------------------------------------------------------
+
+
+def _lock(path: str) -> IO[str]:
+    """Take a non-blocking exclusive flock on ``path``; AlreadyRunning if held."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise AlreadyRunning(
+            f"another aghd (pid {holder}) is already running with lock {path}; "
+            "stop it first (`systemctl --user stop aghd` or kill that pid), "
+            "or pick other paths with --socket/--db",
+            {"lock": path, "pid": holder},
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def acquire_locks(config: Config) -> list[IO[str]]:
+    """Lock the socket and the database before touching either."""
+    paths = [config.socket_path + ".lock", config.db_path + ".lock"]
+    locks: list[IO[str]] = []
+    try:
+        for path in dict.fromkeys(paths):
+            locks.append(_lock(path))
+    except BaseException:
+        for handle in locks:
+            handle.close()
+        raise
+    return locks
+
+
+async def _bind(socket_path: str) -> anyio.abc.SocketListener:
+    directory = os.path.dirname(socket_path) or "."
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700)
+    if os.path.lexists(socket_path):
+        # We hold the lock, so no live daemon owns this: a crashed one left it.
+        if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            raise AlreadyRunning(
+                f"{socket_path} exists and is not a socket; remove it or choose --socket",
+                {"socket": socket_path},
+            )
+        log.info("removing stale socket %s", socket_path)
+        os.unlink(socket_path)
+    old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
+    try:
+        return await anyio.create_unix_listener(socket_path, mode=0o600)
+    finally:
+        os.umask(old)
+
+
+def _recover(tx: Tx) -> int:
+    """Start-up: no session is connected; leases that ran out while we were
+    down are handled now, exactly as the reaper would have."""
+    sessions_store.disconnect_all(tx)
+    return runs_store.expire_leases(tx, DAEMON)
+
+
+async def _watch_signals(daemon: Daemon) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: nothing to reload")
+                continue
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            daemon.request_stop()
+
+
+async def serve(
+    config: Config,
+    *,
+    handle_signals: bool = True,
+    task_status: anyio.abc.TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until ``request_stop()`` or SIGTERM; then drain and exit.
+
+    Raises AlreadyRunning when another daemon holds the socket or database.
+    """
+    locks = acquire_locks(config)
+    daemon: Daemon | None = None
+    try:
+        daemon = Daemon(config)
+        recovered = daemon.committer.write_sync(_recover)
+        if recovered:
+            log.info("recovered %d run(s) whose lease ran out while aghd was down", recovered)
+        listener = await _bind(config.socket_path)
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(daemon.committer.run)
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(daemon.scheduler.run)
+                inner.start_soon(daemon.server.serve, listener)
+                if handle_signals:
+                    inner.start_soon(_watch_signals, daemon)
+                log.info("aghd %s serving %s (db %s)", daemon.version, config.socket_path, config.db_path)
+                task_status.started(daemon)
+                await daemon.stop_requested.wait()
+                # Drain: stop accepting and reading, let in-flight requests
+                # finish (their writes commit and their replies go out).
+                daemon.stopping.set()
+                daemon.server.stop_accepting()
+                with anyio.move_on_after(config.shutdown_grace_s):
+                    await daemon.server.wait_idle()
+                inner.cancel_scope.cancel()
+            daemon.committer.close()
+    finally:
+        if daemon is not None:
+            daemon.committer.shutdown()
+        try:
+            if os.path.lexists(config.socket_path):
+                os.unlink(config.socket_path)
+        except OSError:
+            pass
+        for handle in locks:
+            handle.close()
+        log.info("aghd stopped")

@@ -1,0 +1,210 @@
+"""Group commit: many concurrent requests, one durable SQLite commit.
+
+Owns the writer connection and the thread it runs on. Handlers call
+``await committer.write(fn, *args)``; jobs that arrive while a commit is in
+flight wait for the next batch, which runs every job in its own SAVEPOINT
+inside one ``BEGIN IMMEDIATE`` … ``COMMIT``. A job's reply is released only
+after that COMMIT returned (with ``synchronous=FULL`` that is after fsync),
+so no reply ever announces a write that a crash could lose. A job that
+raises rolls back to its savepoint alone; its batch-mates still commit.
+
+Reads use a second connection on their own thread (WAL lets them run while
+a commit is in flight) and see every write that has been acknowledged.
+
+Must not: contain SQL (store functions do), or know about JSON-RPC.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from agh.errors import AghError, Busy, InternalError
+from aghd.store.db import Committed, Tx, now_ms, open_connection
+
+log = logging.getLogger("aghd.committer")
+
+T = TypeVar("T")
+
+
+class _Job:
+    __slots__ = ("fn", "args", "result", "error", "done")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done: anyio.Event | None = None
+
+
+class Committer:
+    """The single writer. Start it with ``run()`` inside a task group."""
+
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "FULL",
+        on_commit: Callable[[Committed], None] | None = None,
+        max_batch: int = 256,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.writer: sqlite3.Connection = open_connection(path, synchronous)
+        self.reader: sqlite3.Connection = open_connection(path, synchronous)
+        self.on_commit = on_commit
+        self.max_batch = max_batch
+        self._pending: list[_Job] = []
+        self._wake = anyio.Event()
+        self._write_limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(1)
+        self._closing = False
+        self.batches = 0
+        self.jobs = 0
+
+    # -- public API -------------------------------------------------------
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(tx, *args)`` in the next group commit; return after COMMIT.
+
+        Raises whatever ``fn`` raised (its work rolled back), ``Busy`` while
+        shutting down, ``InternalError`` if the commit itself failed.
+        """
+        if self._closing:
+            raise Busy("aghd is shutting down; retry against the restarted daemon")
+        job = _Job(fn, args)
+        job.done = done = anyio.Event()
+        self._pending.append(job)
+        self._wake.set()
+        await done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(tx, *args)`` on the read connection (no write allowed)."""
+        return await anyio.to_thread.run_sync(
+            self._run_read, fn, args, limiter=self._read_limiter, abandon_on_cancel=False
+        )
+
+    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one job in its own transaction on the calling thread.
+
+        For start-up and shutdown, before/after the batch loop runs.
+        """
+        job = _Job(fn, args)
+        effects = self._run_batch([job])
+        if job.error is not None:
+            raise job.error
+        if self.on_commit is not None:
+            self.on_commit(effects)
+        return job.result  # type: ignore[no-any-return]
+
+    async def run(self) -> None:
+        """The batch loop; returns once ``close()`` was called and the queue drained."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                # Shielded: once a batch is handed to the thread its replies
+                # must be released, even while the daemon is being cancelled.
+                with anyio.CancelScope(shield=True):
+                    effects = await anyio.to_thread.run_sync(
+                        self._run_batch, batch, limiter=self._write_limiter
+                    )
+                    self.batches += 1
+                    self.jobs += len(batch)
+                    for job in batch:
+                        if job.done is not None:
+                            job.done.set()
+                    if self.on_commit is not None:
+                        try:
+                            self.on_commit(effects)
+                        except Exception:  # a broken listener must not stop commits
+                            log.exception("on_commit hook failed")
+            if self._closing:
+                return
+
+    def close(self) -> None:
+        """Refuse new writes; ``run()`` returns after the queued ones commit."""
+        self._closing = True
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        """Checkpoint and close both connections (after ``run()`` returned)."""
+        try:
+            self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            log.warning("WAL checkpoint at shutdown failed", exc_info=True)
+        self.reader.close()
+        self.writer.close()
+
+    # -- on the writer thread ----------------------------------------------
+
+    def _run_batch(self, batch: list[_Job]) -> Committed:
+        conn = self.writer
+        effects = Committed()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return self._fail_all(batch, exc)
+        for job in batch:
+            tx = Tx(conn, now_ms())
+            conn.execute("SAVEPOINT job")
+            try:
+                job.result = job.fn(tx, *job.args)
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to its caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                job.error = exc if isinstance(exc, AghError) else _internal(exc)
+                continue
+            conn.execute("RELEASE job")
+            effects.merge(tx.effects)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return self._fail_all(batch, exc)
+        return effects
+
+    def _fail_all(self, batch: list[_Job], exc: BaseException) -> Committed:
+        log.error("commit failed: %s", exc)
+        for job in batch:
+            if job.error is None:
+                job.result = None
+                job.error = InternalError(
+                    f"the database write failed and nothing was saved: {exc}; "
+                    "check disk space and permissions of the database, then retry",
+                    {"sqlite_error": str(exc)},
+                )
+        return Committed()
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self.reader
+        conn.execute("BEGIN")
+        try:
+            return fn(Tx(conn, now_ms()), *args)
+        except AghError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
+        finally:
+            conn.execute("COMMIT")
+
+
+def _internal(exc: BaseException) -> AghError:
+    log.error("store job failed", exc_info=exc)
+    return InternalError(
+        f"internal error in aghd: {type(exc).__name__}: {exc}; this is a bug, please report it",
+        {"exception": type(exc).__name__},
+    )

@@ -1,0 +1,34 @@
+"""Daemon configuration: defaults, environment, command-line overrides.
+
+Paths follow PROTOCOL §1: ``$AGH_SOCKET`` / ``$AGH_DB``, else the user runtime
+and state dirs (see ``agh.paths``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agh.paths import default_db_path, default_socket_path
+
+
+@dataclass(slots=True)
+class Config:
+    socket_path: str = field(default_factory=default_socket_path)
+    db_path: str = field(default_factory=default_db_path)
+    # FULL: a commit is on disk before the reply leaves (PROTOCOL §8).
+    synchronous: str = "FULL"
+    default_lease_ms: int = 300_000
+    default_max_attempts: int = 1
+    retry_backoff_base_ms: int = 1_000
+    retry_backoff_cap_ms: int = 300_000
+    max_claims_per_session: int = 1
+    max_line_bytes: int = 1 << 20
+    # Requests one connection may have in flight before we stop reading it.
+    max_inflight_per_connection: int = 256
+    # uids besides our own that may connect (SO_PEERCRED).
+    allowed_uids: tuple[int, ...] = ()
+    # The reaper never sleeps longer than this, as a safety net.
+    reaper_max_sleep_s: float = 5.0
+    # Seconds to let in-flight requests finish on SIGTERM.
+    shutdown_grace_s: float = 10.0
+    use_uvloop: bool = True

@@ -1,0 +1,133 @@
+"""``agent.*``: what an agent does with work — claim-next (with long-poll),
+heartbeat, complete, fail, release. Every call after the claim is fenced by
+the claim token (only its hash reaches the store)."""
+
+from __future__ import annotations
+
+import anyio
+
+from agh import protocol as p
+from agh.errors import Busy
+from aghd import views
+from aghd.rpc import Context, method
+from aghd.store import runs as store
+from aghd.store.db import Tx
+from aghd.store.sessions import get_session
+from aghd.store.workspaces import find_workspace
+from aghd.tokens import hash_token, new_token
+
+
+@method("agent.claim_next", p.ClaimNextParams)
+async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResult:
+    """Claim the best matching run, waiting up to ``wait_ms`` for one.
+
+    Waiting costs nothing: the waiter sleeps until a commit makes a run
+    claimable (or a delayed run comes due), then tries again.
+    """
+    d = ctx.daemon
+    cfg = d.config
+    token, token_hash = new_token()
+    caller, session_id = d.claimant(ctx.conn, params.session_id)
+    lease_ms = params.lease_ms or cfg.default_lease_ms
+
+    def attempt(tx: Tx) -> store.Claimed | None:
+        if params.session_id is not None:
+            get_session(tx, params.session_id)
+        workspace_id = None
+        if params.workspace is not None:
+            ws = find_workspace(tx, params.workspace)
+            workspace_id = None if ws is None else ws["id"]
+        filters = store.ClaimFilters(
+            network_channel=params.network_channel,
+            workspace_id=workspace_id,
+            scope=params.scope,
+            owner_kind=params.owner_kind,
+            owner_ref=params.owner_ref,
+            impossible=params.workspace is not None and workspace_id is None,
+        )
+        return store.claim_next_run(
+            tx,
+            caller,
+            session_id=session_id,
+            filters=filters,
+            lease_ms=lease_ms,
+            token_hash=token_hash,
+            idempotency_key=params.idempotency_key,
+            max_claims_per_session=cfg.max_claims_per_session,
+        )
+
+    deadline = anyio.current_time() + params.wait_ms / 1000
+    while True:
+        # Take the signal before trying, so a run queued between our attempt
+        # and our wait still wakes us.
+        signal = d.work.current()
+        claimed = await d.write(attempt)
+        if claimed is not None:
+            ws = claimed.task["workspace_id"]
+            run = views.run(claimed.run, ws)
+            return p.ClaimNextResult(
+                claim=p.Claim(
+                    coordination_channel=run.coordination_channel,
+                    lease=views.lease(claimed.run, ws),
+                    run=run,
+                    task=views.task_summary(claimed.task),
+                    claim_token=token,
+                )
+            )
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0 or ctx.conn.closed.is_set():
+            return p.ClaimNextResult(claim=None)
+        if d.stopping.is_set():
+            raise Busy("aghd is shutting down; claim again once it is back")
+        await _first_of((signal, ctx.conn.closed, d.stopping), remaining)
+
+
+async def _first_of(events: tuple[anyio.Event, ...], timeout: float) -> None:
+    """Return when any event is set or ``timeout`` seconds passed."""
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+
+            async def wait(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            for event in events:
+                tg.start_soon(wait, event)
+
+
+@method("agent.heartbeat", p.HeartbeatParams)
+async def heartbeat(ctx: Context, params: p.HeartbeatParams) -> p.LeaseResult:
+    row = await ctx.daemon.write(
+        store.heartbeat, ctx.caller, params.run_id, hash_token(params.claim_token), params.lease_ms
+    )
+    return p.LeaseResult(lease=views.lease(row))
+
+
+@method("agent.complete", p.AgentCompleteParams)
+async def complete(ctx: Context, params: p.AgentCompleteParams) -> p.LeaseResult:
+    row = await ctx.daemon.write(
+        store.complete_run, ctx.caller, params.run_id, hash_token(params.claim_token), params.result
+    )
+    return p.LeaseResult(lease=views.lease(row))
+
+
+@method("agent.fail", p.AgentFailParams)
+async def fail(ctx: Context, params: p.AgentFailParams) -> p.LeaseResult:
+    row = await ctx.daemon.write(
+        store.fail_run,
+        ctx.caller,
+        params.run_id,
+        hash_token(params.claim_token),
+        params.error,
+        retry=params.retry,
+        backoff=ctx.daemon.backoff,
+    )
+    return p.LeaseResult(lease=views.lease(row))
+
+
+@method("agent.release", p.AgentReleaseParams)
+async def release(ctx: Context, params: p.AgentReleaseParams) -> p.LeaseResult:
+    row = await ctx.daemon.write(
+        store.release_run, ctx.caller, params.run_id, hash_token(params.claim_token), params.reason
+    )
+    return p.LeaseResult(lease=views.lease(row))

@@ -1,0 +1,102 @@
+"""``runs.*``: operator actions on one run (no claim token needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agh import protocol as p
+from aghd import views
+from aghd.rpc import Context, method
+from aghd.store import runs as store
+from aghd.store.db import Tx
+from aghd.store.sessions import get_session
+from aghd.store.tasks import task_by_id
+from aghd.tokens import new_token
+
+
+def _result(row: Any) -> p.RunResult:
+    return p.RunResult(run=views.run(row))
+
+
+@method("runs.get", p.IdParams)
+async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
+    def do(tx: Tx) -> tuple[Any, Any, Any]:
+        run = store.get_run(tx, params.id)
+        return run, task_by_id(tx, run["task_id"]), store.session_row(tx, run["session_id"])
+
+    run, task, session = await ctx.daemon.read(do)
+    return p.RunDetailResult(
+        run=p.RunDetail(
+            run=views.run(run, task["workspace_id"]),
+            session=None if session is None else views.session(session),
+            summary=p.RunSummaryStats(last_activity_at=views.ts(task["last_activity_at"])),
+            task=views.task_summary(task),
+        )
+    )
+
+
+@method("runs.claim", p.RunsClaimParams)
+async def claim(ctx: Context, params: p.RunsClaimParams) -> p.RunClaimResult:
+    """Claim one named queued run; the token is in this reply only."""
+    token, token_hash = new_token()
+    caller, session_id = ctx.daemon.claimant(ctx.conn, params.session_id)
+    cfg = ctx.daemon.config
+
+    def do(tx: Tx) -> store.Claimed:
+        if params.session_id is not None:
+            get_session(tx, params.session_id)
+        return store.claim_run(
+            tx,
+            caller,
+            params.id,
+            session_id=session_id,
+            lease_ms=params.lease_ms or cfg.default_lease_ms,
+            token_hash=token_hash,
+            idempotency_key=params.idempotency_key,
+            max_claims_per_session=cfg.max_claims_per_session,
+        )
+
+    claimed = await ctx.daemon.write(do)
+    ws = claimed.task["workspace_id"]
+    return p.RunClaimResult(
+        run=views.run(claimed.run, ws), claim_token=token, lease=views.lease(claimed.run, ws)
+    )
+
+
+@method("runs.start", p.RunsStartParams)
+async def start(ctx: Context, params: p.RunsStartParams) -> p.RunResult:
+    return _result(await ctx.daemon.write(store.start_run, ctx.caller, params.id))
+
+
+@method("runs.attach_session", p.RunsAttachSessionParams)
+async def attach_session(ctx: Context, params: p.RunsAttachSessionParams) -> p.RunResult:
+    return _result(
+        await ctx.daemon.write(store.attach_session, ctx.caller, params.id, params.session_id)
+    )
+
+
+@method("runs.complete", p.RunsCompleteParams)
+async def complete(ctx: Context, params: p.RunsCompleteParams) -> p.RunResult:
+    return _result(
+        await ctx.daemon.write(store.complete_run, ctx.caller, params.id, None, params.result)
+    )
+
+
+@method("runs.fail", p.RunsFailParams)
+async def fail(ctx: Context, params: p.RunsFailParams) -> p.RunResult:
+    """Operator fail: final, no retry (the operator decided)."""
+    row = await ctx.daemon.write(
+        store.fail_run,
+        ctx.caller,
+        params.id,
+        None,
+        params.error or "failed by operator",
+        retry=False,
+        backoff=ctx.daemon.backoff,
+    )
+    return _result(row)
+
+
+@method("runs.cancel", p.RunsCancelParams)
+async def cancel(ctx: Context, params: p.RunsCancelParams) -> p.RunResult:
+    return _result(await ctx.daemon.write(store.cancel_run, ctx.caller, params.id, params.reason))

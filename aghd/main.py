@@ -1,0 +1,93 @@
+"""The ``aghd`` command: parse options, configure logging, run the daemon."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from agh import __version__
+from aghd.config import Config
+
+EXIT_ALREADY_RUNNING = 3
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="aghd")
+@click.option("--socket", "socket_path", envvar="AGH_SOCKET", help="Unix socket path [$AGH_SOCKET].")
+@click.option("--db", "db_path", envvar="AGH_DB", help="SQLite database path [$AGH_DB].")
+@click.option(
+    "--synchronous",
+    type=click.Choice(["FULL", "EXTRA", "NORMAL", "OFF"], case_sensitive=False),
+    default="FULL",
+    show_default=True,
+    help="SQLite synchronous mode; anything below FULL can lose acknowledged writes on power loss.",
+)
+@click.option("--lease-ms", type=click.IntRange(1000, 86_400_000), default=300_000, show_default=True,
+              help="Default lease length of a claim.")
+@click.option("--max-attempts", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Default max_attempts of a new task.")
+@click.option("--backoff-base-ms", type=click.IntRange(0), default=1000, show_default=True,
+              help="First retry delay after agent.fail; doubles per attempt.")
+@click.option("--backoff-cap-ms", type=click.IntRange(0), default=300_000, show_default=True,
+              help="Longest retry delay.")
+@click.option("--max-claims-per-session", type=click.IntRange(0), default=1, show_default=True,
+              help="Active claims one session may hold (0: unlimited).")
+@click.option("--allow-uid", "allowed_uids", type=int, multiple=True,
+              help="Another uid allowed to connect (repeatable).")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(
+    socket_path: str | None,
+    db_path: str | None,
+    synchronous: str,
+    lease_ms: int,
+    max_attempts: int,
+    backoff_base_ms: int,
+    backoff_cap_ms: int,
+    max_claims_per_session: int,
+    allowed_uids: tuple[int, ...],
+    log_level: str,
+) -> None:
+    """Run the agh daemon in the foreground until SIGTERM.
+
+    \b
+    Example:
+      aghd                                  # default socket and database
+      aghd --socket /tmp/a.sock --db ./agh.db
+    """
+    import anyio
+
+    from aghd.app import AlreadyRunning, serve
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = Config(
+        synchronous=synchronous.upper(),
+        default_lease_ms=lease_ms,
+        default_max_attempts=max_attempts,
+        retry_backoff_base_ms=backoff_base_ms,
+        retry_backoff_cap_ms=backoff_cap_ms,
+        max_claims_per_session=max_claims_per_session,
+        allowed_uids=allowed_uids,
+    )
+    if socket_path:
+        config.socket_path = socket_path
+    if db_path:
+        config.db_path = db_path
+    options = {"use_uvloop": True} if config.use_uvloop and _has_uvloop() else {}
+    try:
+        anyio.run(serve, config, backend="asyncio", backend_options=options)
+    except AlreadyRunning as exc:
+        click.echo(f"aghd: {exc.message}", err=True)
+        sys.exit(EXIT_ALREADY_RUNNING)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True

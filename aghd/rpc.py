@@ -1,0 +1,97 @@
+"""The method registry and the per-call context handed to handlers.
+
+Handlers register with ``@method("tasks.get", IdParams)``; the server looks
+them up by name, decodes params with the registered struct (strict), and
+calls ``handler(ctx, params)``. The result struct is encoded by the server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import msgspec
+
+from agh.errors import InvalidParams
+from agh.protocol import Params
+from aghd.store.db import Caller
+
+if TYPE_CHECKING:
+    from aghd.app import Daemon
+
+P = TypeVar("P", bound=Params)
+Handler = Callable[["Context", Any], Awaitable[Any]]
+
+
+class ConnectionState:
+    """What a connection has told us about itself (hello), and its peer."""
+
+    __slots__ = ("peer_uid", "user", "caller", "session_id", "send", "closed")
+
+    def __init__(self, peer_uid: int, user: str) -> None:
+        self.peer_uid = peer_uid
+        self.user = user
+        self.caller = Caller("human", user, "uds")
+        self.session_id: str | None = None
+        # Writes one already-encoded line to the peer (serialised).
+        self.send: Callable[[bytes], Awaitable[None]] | None = None
+        # Set when the peer will send no more requests (EOF or shutdown).
+        self.closed = anyio.Event()
+
+    def mark_closed(self) -> None:
+        self.closed.set()
+
+
+@dataclass(slots=True)
+class Context:
+    daemon: Daemon
+    conn: ConnectionState
+
+    @property
+    def caller(self) -> Caller:
+        return self.conn.caller
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    handler: Handler
+    decoder: msgspec.json.Decoder[Any]
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def method(name: str, params_type: type[P]) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the implementation of JSON-RPC method ``name``."""
+
+    def register(handler: Handler) -> Handler:
+        if name in REGISTRY:
+            raise RuntimeError(f"method {name} registered twice")
+        REGISTRY[name] = Method(name, handler, msgspec.json.Decoder(params_type))
+        return handler
+
+    return register
+
+
+_PATH = re.compile(r" - at `\$(.*)`$")
+
+
+def decode_params(m: Method, raw: bytes) -> Any:
+    """Decode params strictly; a bad value names its field path under ``$.params``."""
+    try:
+        return m.decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH.search(text)
+        path = "$.params" + (match.group(1) if match else "")
+        message = _PATH.sub("", text)
+        raise InvalidParams(
+            f"invalid params for {m.name}: {message} (at {path})",
+            {"field": path, "reason": message, "hint": f"see `man agh-protocol` for {m.name}"},
+        ) from None
+    except msgspec.DecodeError as exc:  # pragma: no cover - the envelope was valid JSON
+        raise InvalidParams(f"invalid params for {m.name}: {exc}", {"field": "$.params"}) from None

@@ -1,0 +1,79 @@
+"""Time-driven work: the lease reaper and waking claimers when delayed runs
+come due.
+
+Sleeps until the earliest known deadline (an index lookup, not a scan), so
+it acts within milliseconds of a lease running out; a commit that creates an
+earlier deadline pokes it awake. ``max_sleep`` is only a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from aghd.store import runs as runs_store
+from aghd.store.db import DAEMON, now_ms
+
+log = logging.getLogger("aghd.scheduler")
+
+
+class WorkSignal:
+    """Wakes every long-polling claimer when a run may have become claimable."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def current(self) -> anyio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+
+class Scheduler:
+    def __init__(
+        self,
+        read: Callable[..., Awaitable[Any]],
+        write: Callable[..., Awaitable[Any]],
+        work: WorkSignal,
+        max_sleep_s: float,
+    ) -> None:
+        self._read = read
+        self._write = write
+        self._work = work
+        self._max_sleep_ms = int(max_sleep_s * 1000)
+        self._poke = anyio.Event()
+        self._planned: int = 0
+        self.expired_total = 0
+
+    def consider(self, deadline_ms: int) -> None:
+        """A commit created ``deadline_ms``; wake up if it is earlier than planned."""
+        if deadline_ms < self._planned:
+            self._poke.set()
+
+    async def run(self) -> None:
+        while True:
+            self._poke = anyio.Event()
+            deadline = await self._read(runs_store.next_deadline)
+            now = now_ms()
+            if deadline is not None and deadline <= now:
+                await self._tick()
+                continue
+            wake_at = now + self._max_sleep_ms
+            if deadline is not None:
+                wake_at = min(wake_at, deadline)
+            self._planned = wake_at
+            with anyio.move_on_after((wake_at - now) / 1000):
+                await self._poke.wait()
+            self._planned = 0
+            if deadline is not None and now_ms() >= deadline:
+                await self._tick()
+
+    async def _tick(self) -> None:
+        self.expired_total += await self._write(runs_store.expire_leases, DAEMON)
+        # Requeued runs, and delayed runs that came due, are claimable now.
+        self._work.notify()

@@ -1,0 +1,223 @@
+"""Numbered schema migrations, applied in order, each in one transaction.
+
+``PRAGMA user_version`` records the last applied migration. A migration is
+never edited once released: add a new one. Times are integer milliseconds
+since the Unix epoch (UTC); the wire layer formats them as RFC 3339.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Migration 1: the core model (issue 2). Tables for the task graph and
+# observability extend it in later migrations.
+_M1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT;
+INSERT INTO meta (key, value) VALUES ('task_number', 0);
+
+CREATE TABLE workspaces (
+    id          TEXT PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    path        TEXT UNIQUE,
+    next_number INTEGER NOT NULL DEFAULT 1,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE sessions (
+    session_id   TEXT PRIMARY KEY,
+    agent_name   TEXT,
+    channel      TEXT,
+    name         TEXT,
+    state        TEXT NOT NULL,
+    workspace_id TEXT REFERENCES workspaces(id),
+    origin_kind  TEXT,
+    origin_ref   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    identifier       TEXT NOT NULL UNIQUE,
+    title            TEXT NOT NULL,
+    description      TEXT,
+    scope            TEXT NOT NULL,
+    workspace_id     TEXT REFERENCES workspaces(id),
+    owner_kind       TEXT,
+    owner_ref        TEXT,
+    created_by_kind  TEXT,
+    created_by_ref   TEXT,
+    origin_kind      TEXT,
+    origin_ref       TEXT,
+    priority         TEXT NOT NULL,
+    network_channel  TEXT,
+    max_attempts     INTEGER NOT NULL,
+    metadata         TEXT,
+    draft            INTEGER NOT NULL DEFAULT 0,
+    status           TEXT NOT NULL,
+    approval_policy  TEXT NOT NULL DEFAULT 'none',
+    approval_state   TEXT NOT NULL DEFAULT 'not_required',
+    blocking_reason  TEXT,
+    parent_task_id   TEXT REFERENCES tasks(id),
+    -- A run asked for while the task could not run yet (draft, approval,
+    -- dependencies): enqueued the moment the task becomes runnable.
+    run_requested    INTEGER NOT NULL DEFAULT 0,
+    requested_input  TEXT,
+    requested_key    TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    closed_at        INTEGER,
+    last_activity_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX tasks_status ON tasks (status, id);
+CREATE INDEX tasks_parent ON tasks (parent_task_id, id);
+CREATE INDEX tasks_workspace ON tasks (workspace_id, id);
+
+CREATE TABLE runs (
+    id               TEXT PRIMARY KEY,
+    task_id          TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    status           TEXT NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    priority_rank    INTEGER NOT NULL,
+    network_channel  TEXT,
+    queued_at        INTEGER NOT NULL,
+    available_at     INTEGER NOT NULL,
+    claimed_at       INTEGER,
+    started_at       INTEGER,
+    ended_at         INTEGER,
+    heartbeat_at     INTEGER,
+    lease_until      INTEGER,
+    claim_token_hash TEXT,
+    claimed_by_kind  TEXT,
+    claimed_by_ref   TEXT,
+    session_id       TEXT,
+    idempotency_key  TEXT,
+    input            TEXT,
+    result           TEXT,
+    error            TEXT,
+    metadata         TEXT,
+    origin_kind      TEXT,
+    origin_ref       TEXT,
+    created_at       INTEGER NOT NULL
+) STRICT;
+-- The claim query walks this index in order: it is declared in the
+-- direction of the ORDER BY so SQLite never builds a temporary B-tree.
+-- Partial-index predicates are plain comparisons on purpose: a `status IN
+-- (...)` predicate costs ~50 us per row update (an ephemeral table per
+-- evaluation), which halved claim throughput.
+CREATE INDEX runs_claim ON runs (priority_rank DESC, queued_at, id)
+    WHERE status = 'queued';
+CREATE INDEX runs_claim_channel ON runs (network_channel, priority_rank DESC, queued_at, id)
+    WHERE status = 'queued' AND network_channel IS NOT NULL;
+-- Invariant (PROTOCOL §6): no task has two open runs. A run is open
+-- (queued, claimed, starting, running) exactly while ended_at IS NULL.
+CREATE UNIQUE INDEX runs_one_open_per_task ON runs (task_id)
+    WHERE ended_at IS NULL;
+-- lease_until is set exactly while a run is claimed, starting or running.
+CREATE INDEX runs_lease ON runs (lease_until)
+    WHERE lease_until IS NOT NULL;
+-- Runs waiting out a retry backoff (fresh runs have available_at = queued_at
+-- and stay out of this index, so claiming them never touches it).
+CREATE INDEX runs_delayed ON runs (available_at)
+    WHERE status = 'queued' AND available_at > queued_at;
+CREATE INDEX runs_task ON runs (task_id, id);
+CREATE UNIQUE INDEX runs_task_idempotency ON runs (task_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- One row per claim of a run: how a stale token (an earlier claim of the
+-- same run: lease_lost) is told apart from a wrong one (forbidden).
+CREATE TABLE claims (
+    id              INTEGER PRIMARY KEY,
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    attempt         INTEGER NOT NULL,
+    token_hash      TEXT NOT NULL UNIQUE,
+    claimed_by_kind TEXT,
+    claimed_by_ref  TEXT,
+    session_id      TEXT,
+    claimed_at      INTEGER NOT NULL,
+    ended_at        INTEGER,
+    end_reason      TEXT
+) STRICT;
+CREATE INDEX claims_run ON claims (run_id, id);
+CREATE INDEX claims_session_active ON claims (session_id) WHERE ended_at IS NULL;
+
+-- Every state change writes one row here in its own transaction; seq is the
+-- global, strictly increasing stream sequence.
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    event_type  TEXT NOT NULL,
+    task_id     TEXT,
+    run_id      TEXT,
+    actor_kind  TEXT,
+    actor_ref   TEXT,
+    origin_kind TEXT,
+    origin_ref  TEXT,
+    payload     TEXT,
+    created_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX events_task ON events (task_id, seq);
+
+-- Requests that must not be applied twice (claims by key); enqueue keys
+-- live on the run itself (runs_task_idempotency).
+CREATE TABLE idempotency_keys (
+    scope      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    claim_id   INTEGER REFERENCES claims(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+) STRICT;
+"""
+
+MIGRATIONS: list[str] = [_M1]
+LATEST = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST) -> int:
+    """Apply pending migrations up to ``target``; return the resulting version.
+
+    Raises ``RuntimeError`` when the database is newer than this program, so
+    an old daemon never writes to a schema it does not understand.
+    """
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > LATEST:
+        raise RuntimeError(
+            f"database schema version {current} is newer than this aghd supports ({LATEST}); "
+            "upgrade agh before opening this database"
+        )
+    for version in range(current + 1, target + 1):
+        script = MIGRATIONS[version - 1]
+        # executescript commits first, so wrap the whole migration ourselves:
+        # either every statement and the version bump land, or none.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(current, target)
+
+
+def _split(script: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement aware)."""
+    statements: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements

@@ -1,0 +1,385 @@
+"""Tasks: create, find, list, update, delete and start (request a run).
+
+Task ``status`` is derived from the task and its runs but stored, so lists
+and the claim path can filter on it with an index; every function that
+changes what it derives from sets it in the same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from agh.errors import Conflict, InvalidParams, NotFound
+from aghd.store import runs as runs_store
+from aghd.store.db import Caller, Tx, new_id, to_json
+from aghd.store.workspaces import find_workspace, next_identifier, resolve_workspace
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    title: str
+    description: str | None
+    scope: str | None
+    workspace: str | None
+    owner_kind: str
+    owner_ref: str | None
+    origin_kind: str
+    origin_ref: str | None
+    priority: str
+    network_channel: str | None
+    max_attempts: int
+    metadata: Any
+    draft: bool
+    approval_policy: str
+    parent_task_id: str | None
+
+
+@dataclass(slots=True)
+class Started:
+    task: sqlite3.Row
+    run: sqlite3.Row | None
+
+
+# -- lookups ----------------------------------------------------------------
+
+
+def find_task(tx: Tx, ref: str) -> sqlite3.Row:
+    """A task by id or human identifier (``T-42``, case-insensitive); raises NotFound."""
+    if ref.startswith("task_"):
+        row = tx.one("SELECT * FROM tasks WHERE id = ?", (ref,))
+    else:
+        row = tx.one("SELECT * FROM tasks WHERE identifier = ?", (ref.upper(),))
+    if row is None:
+        raise NotFound(
+            f"task {ref} not found", {"task": ref, "hint": "list tasks with tasks.list (agh ls)"}
+        )
+    return row
+
+
+def task_by_id(tx: Tx, task_id: str) -> sqlite3.Row:
+    row = tx.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+    if row is None:
+        raise NotFound(f"task {task_id} not found", {"task": task_id})
+    return row
+
+
+def child_count(tx: Tx, task_id: str) -> int:
+    return int(tx.scalar("SELECT count(*) FROM tasks WHERE parent_task_id = ?", (task_id,)))
+
+
+def children(tx: Tx, task_id: str, limit: int = 1000) -> list[sqlite3.Row]:
+    return tx.all(
+        "SELECT * FROM tasks WHERE parent_task_id = ? ORDER BY id LIMIT ?", (task_id, limit)
+    )
+
+
+def subtree_ids(tx: Tx, task_id: str) -> list[str]:
+    """The task and all its descendants."""
+    return [
+        r[0]
+        for r in tx.all(
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL"
+            " SELECT t.id FROM tasks t JOIN sub ON t.parent_task_id = sub.id)"
+            " SELECT id FROM sub",
+            (task_id,),
+        )
+    ]
+
+
+# -- create -----------------------------------------------------------------
+
+
+def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
+    """Insert a task (identifier assigned here) and its ``task.created`` event."""
+    workspace = None
+    scope = new.scope
+    if new.workspace is not None:
+        workspace = resolve_workspace(tx, new.workspace)
+        scope = scope or "workspace"
+    if scope == "workspace" and workspace is None:
+        raise InvalidParams(
+            "scope 'workspace' needs a workspace",
+            {"field": "$.params.workspace", "hint": "pass workspace (an absolute path, id or key)"},
+        )
+    scope = scope or "global"
+    parent_id = None
+    if new.parent_task_id is not None:
+        parent_id = find_task(tx, new.parent_task_id)["id"]
+    if new.draft:
+        status, blocking = "draft", None
+    elif new.approval_policy == "manual":
+        status, blocking = "blocked", "awaiting approval"
+    else:
+        status, blocking = "pending", None
+    approval_state = "pending" if new.approval_policy == "manual" else "not_required"
+    now = tx.now
+    task_id = new_id("task")
+    row = tx.one(
+        "INSERT INTO tasks (id, identifier, title, description, scope, workspace_id, owner_kind,"
+        " owner_ref, created_by_kind, created_by_ref, origin_kind, origin_ref, priority,"
+        " network_channel, max_attempts, metadata, draft, status, approval_policy,"
+        " approval_state, blocking_reason, parent_task_id, created_at, updated_at,"
+        " last_activity_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " RETURNING *",
+        (
+            task_id,
+            next_identifier(tx, workspace),
+            new.title,
+            new.description,
+            scope,
+            None if workspace is None else workspace["id"],
+            new.owner_kind,
+            new.owner_ref,
+            caller.actor_kind,
+            caller.actor_ref,
+            new.origin_kind,
+            new.origin_ref,
+            new.priority,
+            new.network_channel,
+            new.max_attempts,
+            to_json(new.metadata),
+            1 if new.draft else 0,
+            status,
+            new.approval_policy,
+            approval_state,
+            blocking,
+            parent_id,
+            now,
+            now,
+            now,
+        ),
+    )
+    assert row is not None
+    tx.emit(
+        "task.created",
+        caller,
+        task_id=task_id,
+        payload={"identifier": row["identifier"], "title": new.title, "status": status},
+    )
+    return row
+
+
+# -- start ------------------------------------------------------------------
+
+
+def start_task(
+    tx: Tx, caller: Caller, ref: str, *, idempotency_key: str | None, input_value: Any
+) -> Started:
+    """Request a run: queued now if the task can run, else remembered and
+    queued the moment the task becomes runnable. Repeating a request with
+    the same ``idempotency_key`` returns the run it made."""
+    task = find_task(tx, ref)
+    if idempotency_key is not None:
+        existing = tx.one(
+            "SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ?",
+            (task["id"], idempotency_key),
+        )
+        if existing is not None:
+            return Started(task, existing)
+        if task["run_requested"] and task["requested_key"] == idempotency_key:
+            return Started(task, None)
+    if task["draft"]:
+        raise Conflict(
+            f"task {task['identifier']} is a draft; publish it to make it live and enqueue its run",
+            {"task_id": task["id"], "status": task["status"]},
+        )
+    if task["status"] == "blocked":
+        if task["run_requested"]:
+            raise Conflict(
+                f"task {task['identifier']} is blocked ({task['blocking_reason']}) and already has "
+                "a run requested; it is queued when the task unblocks",
+                {"task_id": task["id"], "status": "blocked"},
+            )
+        updated = tx.one(
+            "UPDATE tasks SET run_requested = 1, requested_input = ?, requested_key = ?,"
+            " updated_at = ? WHERE id = ? RETURNING *",
+            (to_json(input_value), idempotency_key, tx.now, task["id"]),
+        )
+        assert updated is not None
+        tx.emit("task.run_requested", caller, task_id=task["id"])
+        return Started(updated, None)
+    run = runs_store.enqueue_run(
+        tx, caller, task, idempotency_key=idempotency_key, input_json=to_json(input_value)
+    )
+    return Started(task_by_id(tx, task["id"]), run)
+
+
+# -- list -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    scope: str | None = None
+    workspace: str | None = None
+    status: str | None = None
+    priority: str | None = None
+    include_drafts: bool = False
+    approval_state: str | None = None
+    owner_kind: str | None = None
+    owner_ref: str | None = None
+    parent_task_id: str | None = None
+    network_channel: str | None = None
+    query: str | None = None
+
+
+def list_tasks(
+    tx: Tx, filters: TaskFilters, limit: int, cursor: str | None
+) -> list[sqlite3.Row]:
+    """Tasks newest first; ``limit + 1`` rows so the caller can tell if more exist."""
+    where: list[str] = []
+    args: list[Any] = []
+    if filters.workspace is not None:
+        ws = find_workspace(tx, filters.workspace)
+        if ws is None:
+            return []
+        where.append("workspace_id = ?")
+        args.append(ws["id"])
+    if filters.parent_task_id is not None:
+        where.append("parent_task_id = ?")
+        args.append(find_task(tx, filters.parent_task_id)["id"])
+    for column, value in (
+        ("scope", filters.scope),
+        ("status", filters.status),
+        ("priority", filters.priority),
+        ("approval_state", filters.approval_state),
+        ("owner_kind", filters.owner_kind),
+        ("owner_ref", filters.owner_ref),
+        ("network_channel", filters.network_channel),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if not filters.include_drafts and filters.status != "draft":
+        where.append("draft = 0")
+    if filters.query:
+        where.append("(identifier = ? OR title LIKE ? ESCAPE '\\')")
+        escaped = filters.query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args.extend([filters.query.upper(), f"%{escaped}%"])
+    if cursor is not None:
+        where.append("id < ?")
+        args.append(cursor)
+    sql = "SELECT * FROM tasks"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit + 1)
+    return tx.all(sql, args)
+
+
+# -- update / delete ---------------------------------------------------------
+
+_UPDATABLE = (
+    "title",
+    "description",
+    "priority",
+    "network_channel",
+    "max_attempts",
+    "metadata",
+    "owner_kind",
+    "owner_ref",
+)
+
+
+def update_task(tx: Tx, caller: Caller, ref: str, changes: dict[str, Any]) -> sqlite3.Row:
+    """Apply a PATCH. Priority, channel and max_attempts also move onto the
+    task's queued run so the claim order follows the edit."""
+    task = find_task(tx, ref)
+    sets = {k: v for k, v in changes.items() if k in _UPDATABLE}
+    if "metadata" in sets:
+        sets["metadata"] = to_json(sets["metadata"])
+    if not sets:
+        return task
+    assignments = ", ".join(f"{k} = ?" for k in sets)
+    row = tx.one(
+        f"UPDATE tasks SET {assignments}, updated_at = ? WHERE id = ? RETURNING *",
+        (*sets.values(), tx.now, task["id"]),
+    )
+    assert row is not None
+    from agh.protocol import PRIORITY_RANK
+
+    tx.execute(
+        "UPDATE runs SET priority_rank = ?, network_channel = ?, max_attempts = ?"
+        " WHERE task_id = ? AND ended_at IS NULL",
+        (PRIORITY_RANK[row["priority"]], row["network_channel"], row["max_attempts"], task["id"]),
+    )
+    tx.emit(
+        "task.updated",
+        caller,
+        task_id=task["id"],
+        payload={"fields": sorted(changes)},
+    )
+    return row
+
+
+def delete_task(tx: Tx, caller: Caller, ref: str) -> list[str]:
+    """Delete a task, its descendants and their runs; refused while any of
+    them has an active run. Returns the deleted ids."""
+    task = find_task(tx, ref)
+    ids = subtree_ids(tx, task["id"])
+    marks = ",".join("?" * len(ids))
+    active = tx.one(
+        f"SELECT r.id, r.status, t.identifier FROM runs r JOIN tasks t ON t.id = r.task_id"
+        f" WHERE r.task_id IN ({marks}) AND r.lease_until IS NOT NULL LIMIT 1",
+        ids,
+    )
+    if active is not None:
+        raise Conflict(
+            f"task {active['identifier']} has an active run {active['id']} ({active['status']}); "
+            "cancel it (tasks.cancel) or wait for it to finish before deleting",
+            {"task_id": task["id"], "run_id": active["id"], "status": active["status"]},
+        )
+    for task_id in ids:
+        tx.emit("task.deleted", caller, task_id=task_id, payload={"root": task["id"]})
+    # Children first is unnecessary: the FK is checked at statement end.
+    tx.execute(f"DELETE FROM tasks WHERE id IN ({marks})", ids)
+    return ids
+
+
+# -- enriched reads ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ListItemParts:
+    task: sqlite3.Row
+    active_run: sqlite3.Row | None
+    child_count: int
+
+
+@dataclass(slots=True)
+class DetailParts:
+    item: ListItemParts
+    runs: list[sqlite3.Row]
+    events: list[sqlite3.Row]
+    children: list[ListItemParts]
+
+
+def list_item_parts(tx: Tx, rows: list[sqlite3.Row]) -> list[ListItemParts]:
+    """Each task with its open run and child count (two indexed lookups each)."""
+    return [
+        ListItemParts(row, runs_store.open_run_for_task(tx, row["id"]), child_count(tx, row["id"]))
+        for row in rows
+    ]
+
+
+def list_tasks_enriched(
+    tx: Tx, filters: TaskFilters, limit: int, cursor: str | None
+) -> list[ListItemParts]:
+    return list_item_parts(tx, list_tasks(tx, filters, limit, cursor))
+
+
+def task_detail(tx: Tx, ref: str, runs_limit: int = 100, events_limit: int = 100) -> DetailParts:
+    """Everything ``tasks.get`` shows, read in one transaction."""
+    from aghd.store.events import recent_task_events
+
+    task = find_task(tx, ref)
+    (item,) = list_item_parts(tx, [task])
+    return DetailParts(
+        item=item,
+        runs=tx.all(
+            "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task["id"], runs_limit)
+        ),
+        events=recent_task_events(tx, task["id"], events_limit),
+        children=list_item_parts(tx, children(tx, task["id"])),
+    )

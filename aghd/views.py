@@ -1,0 +1,214 @@
+"""Store rows → wire structs. Pure functions; no SQL, no I/O.
+
+Times are stored as integer ms and leave here as RFC 3339 UTC with
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from agh import protocol as p
+from aghd.store.db import from_json
+
+_MESSAGE_KINDS = ["input", "status", "question"]
+
+
+def ts(ms: int | None) -> str | None:
+    """``1764000000123`` → ``2025-11-24T16:00:00.123Z``."""
+    if ms is None:
+        return None
+    t = time.gmtime(ms // 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        t.tm_year,
+        t.tm_mon,
+        t.tm_mday,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+        ms % 1000,
+    )
+
+
+def actor(kind: str | None, ref: str | None) -> p.Actor | None:
+    return None if kind is None else p.Actor(kind, ref)  # type: ignore[arg-type]
+
+
+def origin(kind: str | None, ref: str | None) -> p.Origin | None:
+    return None if kind is None else p.Origin(kind, ref)  # type: ignore[arg-type]
+
+
+def coordination_channel(run: sqlite3.Row, workspace_id: str | None = None) -> p.CoordinationChannel:
+    """Every run has one coordination channel, named after the run."""
+    return p.CoordinationChannel(
+        allowed_message_kinds=_MESSAGE_KINDS,
+        channel=f"run/{run['id']}",
+        display_name=f"run {run['id']} attempt {run['attempt']}",
+        id="chn_" + run["id"][4:],
+        last_activity_at=ts(run["heartbeat_at"]),
+        purpose="input and questions between the task's owner and the agent holding the run",
+        run_id=run["id"],
+        task_id=run["task_id"],
+        workflow_id=None,
+        workspace_id=workspace_id,
+    )
+
+
+def run(row: sqlite3.Row, workspace_id: str | None = None) -> p.Run:
+    channel = coordination_channel(row, workspace_id)
+    return p.Run(
+        attempt=row["attempt"],
+        claim_token_hash=row["claim_token_hash"],
+        claimed_at=ts(row["claimed_at"]),
+        claimed_by=actor(row["claimed_by_kind"], row["claimed_by_ref"]),
+        coordination_channel=channel,
+        coordination_channel_id=channel.id,
+        ended_at=ts(row["ended_at"]),
+        error=row["error"],
+        heartbeat_at=ts(row["heartbeat_at"]),
+        id=row["id"],
+        idempotency_key=row["idempotency_key"],
+        lease_until=ts(row["lease_until"]),
+        metadata=from_json(row["metadata"]),
+        network_channel=row["network_channel"],
+        origin=origin(row["origin_kind"], row["origin_ref"]),
+        queued_at=ts(row["queued_at"]),
+        result=from_json(row["result"]),
+        session_id=row["session_id"],
+        started_at=ts(row["started_at"]),
+        status=row["status"],
+        task_id=row["task_id"],
+        max_attempts=row["max_attempts"],
+        input=from_json(row["input"]),
+        available_at=ts(row["available_at"]) if row["status"] == "queued" else None,
+    )
+
+
+def lease(row: sqlite3.Row, workspace_id: str | None = None) -> p.Lease:
+    channel = coordination_channel(row, workspace_id)
+    return p.Lease(
+        claim_token_hash=row["claim_token_hash"],
+        claimed_by=actor(row["claimed_by_kind"], row["claimed_by_ref"]),
+        coordination_channel=channel,
+        coordination_channel_id=channel.id,
+        heartbeat_at=ts(row["heartbeat_at"]),
+        lease_until=ts(row["lease_until"]),
+        run_id=row["id"],
+        session_id=row["session_id"],
+        status=row["status"],
+        task_id=row["task_id"],
+        attempt=row["attempt"],
+    )
+
+
+def task_summary(row: sqlite3.Row) -> p.TaskSummary:
+    return p.TaskSummary(
+        id=row["id"],
+        identifier=row["identifier"],
+        owner=actor(row["owner_kind"], row["owner_ref"]),
+        priority=row["priority"],
+        scope=row["scope"],
+        status=row["status"],
+        title=row["title"],
+        workspace_id=row["workspace_id"],
+    )
+
+
+def task(row: sqlite3.Row) -> p.Task:
+    return p.Task(
+        approval_policy=row["approval_policy"],
+        approval_state=row["approval_state"],
+        closed_at=ts(row["closed_at"]),
+        created_at=ts(row["created_at"]),  # type: ignore[arg-type]
+        created_by=actor(row["created_by_kind"], row["created_by_ref"]),
+        description=row["description"],
+        draft=bool(row["draft"]),
+        id=row["id"],
+        identifier=row["identifier"],
+        max_attempts=row["max_attempts"],
+        metadata=from_json(row["metadata"]),
+        network_channel=row["network_channel"],
+        origin=origin(row["origin_kind"], row["origin_ref"]),
+        owner=actor(row["owner_kind"], row["owner_ref"]),
+        parent_task_id=row["parent_task_id"],
+        priority=row["priority"],
+        scope=row["scope"],
+        status=row["status"],
+        title=row["title"],
+        updated_at=ts(row["updated_at"]),  # type: ignore[arg-type]
+        workspace_id=row["workspace_id"],
+        blocking_reason=row["blocking_reason"],
+    )
+
+
+def task_list_item(
+    row: sqlite3.Row,
+    *,
+    active_run: sqlite3.Row | None,
+    child_count: int,
+    dependencies: list[p.DependencyReference] | None = None,
+) -> p.TaskListItem:
+    deps = dependencies or []
+    return p.TaskListItem(
+        active_run=None if active_run is None else run(active_run, row["workspace_id"]),
+        approval_policy=row["approval_policy"],
+        approval_state=row["approval_state"],
+        child_count=child_count,
+        closed_at=ts(row["closed_at"]),
+        created_at=ts(row["created_at"]),  # type: ignore[arg-type]
+        created_by=actor(row["created_by_kind"], row["created_by_ref"]),
+        dependencies=deps,
+        dependency_count=len(deps),
+        draft=bool(row["draft"]),
+        id=row["id"],
+        identifier=row["identifier"],
+        last_activity_at=ts(row["last_activity_at"]),
+        max_attempts=row["max_attempts"],
+        network_channel=row["network_channel"],
+        origin=origin(row["origin_kind"], row["origin_ref"]),
+        owner=actor(row["owner_kind"], row["owner_ref"]),
+        parent_task_id=row["parent_task_id"],
+        priority=row["priority"],
+        scope=row["scope"],
+        status=row["status"],
+        title=row["title"],
+        updated_at=ts(row["updated_at"]),  # type: ignore[arg-type]
+        workspace_id=row["workspace_id"],
+        blocking_reason=row["blocking_reason"],
+    )
+
+
+def event(row: sqlite3.Row) -> p.TaskEvent:
+    return p.TaskEvent(
+        actor=actor(row["actor_kind"], row["actor_ref"]),
+        event_type=row["event_type"],
+        id=row["id"],
+        origin=origin(row["origin_kind"], row["origin_ref"]),
+        payload=from_json(row["payload"]),
+        run_id=row["run_id"],
+        task_id=row["task_id"],
+        timestamp=ts(row["created_at"]),  # type: ignore[arg-type]
+        sequence=row["seq"],
+    )
+
+
+def session(row: sqlite3.Row) -> p.Session:
+    return p.Session(
+        agent_name=row["agent_name"],
+        channel=row["channel"],
+        created_at=ts(row["created_at"]),  # type: ignore[arg-type]
+        name=row["name"],
+        session_id=row["session_id"],
+        state=row["state"],
+        updated_at=ts(row["updated_at"]),  # type: ignore[arg-type]
+        workspace_id=row["workspace_id"],
+    )
+
+
+def page(rows: list[Any], limit: int, key: str) -> tuple[list[Any], str | None]:
+    """Split ``limit + 1`` rows into the page and the next cursor."""
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1][key]
+    return rows, None
