@@ -136,7 +136,7 @@ class Client:
             self._sock.settimeout(self.timeout)
         if reply.error is not msgspec.UNSET:
             raise AghError.from_wire(reply.error)
-        if reply.result is msgspec.UNSET:
+        if isinstance(reply.result, msgspec.UnsetType):
             raise ProtocolError("daemon reply has neither result nor error")
         return msgspec.json.decode(reply.result, type=result_type)
 
@@ -167,7 +167,9 @@ class Client:
     # -- tasks --------------------------------------------------------------------
 
     def tasks_create(self, title: str, **fields: Any) -> p.TaskRunResult:
-        return self.call("tasks.create", p.TasksCreateParams(title=title, **fields), p.TaskRunResult)
+        return self.call(
+            "tasks.create", p.TasksCreateParams(title=title, **fields), p.TaskRunResult
+        )
 
     def tasks_get(self, id: str) -> p.TaskDetailResult:
         return self.call("tasks.get", p.IdParams(id=id), p.TaskDetailResult)
@@ -188,7 +190,9 @@ class Client:
         return self.call("tasks.runs.enqueue", p.TasksStartParams(id=id, **fields), p.TaskRunResult)
 
     def tasks_runs_list(self, id: str, **filters: Any) -> p.RunsListResult:
-        return self.call("tasks.runs.list", p.TasksRunsListParams(id=id, **filters), p.RunsListResult)
+        return self.call(
+            "tasks.runs.list", p.TasksRunsListParams(id=id, **filters), p.RunsListResult
+        )
 
     # -- runs (operator) ------------------------------------------------------------
 
@@ -222,7 +226,9 @@ class Client:
         timeout = None if self.timeout is None else self.timeout + wait
         return self.call("agent.claim_next", params, p.ClaimNextResult, timeout=timeout)
 
-    def heartbeat(self, run_id: str, claim_token: str, lease_ms: int | None = None) -> p.LeaseResult:
+    def heartbeat(
+        self, run_id: str, claim_token: str, lease_ms: int | None = None
+    ) -> p.LeaseResult:
         params = p.HeartbeatParams(run_id=run_id, claim_token=claim_token, lease_ms=lease_ms)
         return self.call("agent.heartbeat", params, p.LeaseResult)
 

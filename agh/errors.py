@@ -86,6 +86,14 @@ class InternalError(AghError):
     code = -32603
     kind = "internal"
 
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> InternalError:
+        """Wrap an unexpected exception (a bug) for the wire."""
+        return cls(
+            f"internal error in aghd: {type(exc).__name__}: {exc}; this is a bug, please report it",
+            {"exception": type(exc).__name__},
+        )
+
 
 # -- application errors (PROTOCOL.md §2) ------------------------------------
 

@@ -342,9 +342,9 @@ class TasksUpdateParams(Params, kw_only=True):
 
     id: NonEmpty
     title: Title | UnsetType = UNSET
-    description: str | None | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
     priority: Priority | UnsetType = UNSET
-    network_channel: NonEmpty | None | UnsetType = UNSET
+    network_channel: NonEmpty | UnsetType | None = UNSET
     max_attempts: MaxAttempts | UnsetType = UNSET
     metadata: Any | UnsetType = UNSET
     owner: Actor | UnsetType = UNSET

@@ -228,7 +228,9 @@ async def serve(
                 inner.start_soon(daemon.server.serve, listener)
                 if handle_signals:
                     inner.start_soon(_watch_signals, daemon)
-                log.info("aghd %s serving %s (db %s)", daemon.version, config.socket_path, config.db_path)
+                log.info(
+                    "aghd %s serving %s (db %s)", daemon.version, config.socket_path, config.db_path
+                )
                 task_status.started(daemon)
                 await daemon.stop_requested.wait()
                 # Drain: stop accepting and reading, let in-flight requests

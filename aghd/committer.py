@@ -16,6 +16,8 @@ Must not: contain SQL (store functions do), or know about JSON-RPC.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -33,14 +35,14 @@ T = TypeVar("T")
 
 
 class _Job:
-    __slots__ = ("fn", "args", "result", "error", "done")
+    __slots__ = ("args", "done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn = fn
         self.args = args
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done: anyio.Event | None = None
+        self.done: asyncio.Future[None] | None = None
 
 
 class Committer:
@@ -60,7 +62,10 @@ class Committer:
         self.on_commit = on_commit
         self.max_batch = max_batch
         self._pending: list[_Job] = []
-        self._wake = anyio.Event()
+        # Plain asyncio primitives on the per-request path: anyio's Event costs
+        # several microseconds per use, which added up to a third of the
+        # daemon's CPU at 16 agents (see docs/PERFORMANCE.md).
+        self._wake = asyncio.Event()
         self._write_limiter = anyio.CapacityLimiter(1)
         self._read_limiter = anyio.CapacityLimiter(1)
         self._closing = False
@@ -78,10 +83,10 @@ class Committer:
         if self._closing:
             raise Busy("aghd is shutting down; retry against the restarted daemon")
         job = _Job(fn, args)
-        job.done = done = anyio.Event()
+        job.done = done = asyncio.get_running_loop().create_future()
         self._pending.append(job)
         self._wake.set()
-        await done.wait()
+        await done
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[no-any-return]
@@ -109,7 +114,7 @@ class Committer:
         """The batch loop; returns once ``close()`` was called and the queue drained."""
         while True:
             await self._wake.wait()
-            self._wake = anyio.Event()
+            self._wake.clear()
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
@@ -122,8 +127,8 @@ class Committer:
                     self.batches += 1
                     self.jobs += len(batch)
                     for job in batch:
-                        if job.done is not None:
-                            job.done.set()
+                        if job.done is not None and not job.done.done():
+                            job.done.set_result(None)
                     if self.on_commit is not None:
                         try:
                             self.on_commit(effects)
@@ -160,7 +165,7 @@ class Committer:
             conn.execute("SAVEPOINT job")
             try:
                 job.result = job.fn(tx, *job.args)
-            except BaseException as exc:  # noqa: BLE001 - every failure goes back to its caller
+            except BaseException as exc:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
                 job.error = exc if isinstance(exc, AghError) else _internal(exc)
@@ -170,10 +175,8 @@ class Committer:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             return self._fail_all(batch, exc)
         return effects
 
@@ -204,7 +207,4 @@ class Committer:
 
 def _internal(exc: BaseException) -> AghError:
     log.error("store job failed", exc_info=exc)
-    return InternalError(
-        f"internal error in aghd: {type(exc).__name__}: {exc}; this is a bug, please report it",
-        {"exception": type(exc).__name__},
-    )
+    return InternalError.from_exception(exc)

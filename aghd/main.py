@@ -15,7 +15,9 @@ EXIT_ALREADY_RUNNING = 3
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="aghd")
-@click.option("--socket", "socket_path", envvar="AGH_SOCKET", help="Unix socket path [$AGH_SOCKET].")
+@click.option(
+    "--socket", "socket_path", envvar="AGH_SOCKET", help="Unix socket path [$AGH_SOCKET]."
+)
 @click.option("--db", "db_path", envvar="AGH_DB", help="SQLite database path [$AGH_DB].")
 @click.option(
     "--synchronous",
@@ -24,20 +26,54 @@ EXIT_ALREADY_RUNNING = 3
     show_default=True,
     help="SQLite synchronous mode; anything below FULL can lose acknowledged writes on power loss.",
 )
-@click.option("--lease-ms", type=click.IntRange(1000, 86_400_000), default=300_000, show_default=True,
-              help="Default lease length of a claim.")
-@click.option("--max-attempts", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="Default max_attempts of a new task.")
-@click.option("--backoff-base-ms", type=click.IntRange(0), default=1000, show_default=True,
-              help="First retry delay after agent.fail; doubles per attempt.")
-@click.option("--backoff-cap-ms", type=click.IntRange(0), default=300_000, show_default=True,
-              help="Longest retry delay.")
-@click.option("--max-claims-per-session", type=click.IntRange(0), default=1, show_default=True,
-              help="Active claims one session may hold (0: unlimited).")
-@click.option("--allow-uid", "allowed_uids", type=int, multiple=True,
-              help="Another uid allowed to connect (repeatable).")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--lease-ms",
+    type=click.IntRange(1000, 86_400_000),
+    default=300_000,
+    show_default=True,
+    help="Default lease length of a claim.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Default max_attempts of a new task.",
+)
+@click.option(
+    "--backoff-base-ms",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    help="First retry delay after agent.fail; doubles per attempt.",
+)
+@click.option(
+    "--backoff-cap-ms",
+    type=click.IntRange(0),
+    default=300_000,
+    show_default=True,
+    help="Longest retry delay.",
+)
+@click.option(
+    "--max-claims-per-session",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Active claims one session may hold (0: unlimited).",
+)
+@click.option(
+    "--allow-uid",
+    "allowed_uids",
+    type=int,
+    multiple=True,
+    help="Another uid allowed to connect (repeatable).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 def main(
     socket_path: str | None,
     db_path: str | None,

@@ -29,7 +29,7 @@ Handler = Callable[["Context", Any], Awaitable[Any]]
 class ConnectionState:
     """What a connection has told us about itself (hello), and its peer."""
 
-    __slots__ = ("peer_uid", "user", "caller", "session_id", "send", "closed")
+    __slots__ = ("caller", "closed", "peer_uid", "send", "session_id", "user")
 
     def __init__(self, peer_uid: int, user: str) -> None:
         self.peer_uid = peer_uid

@@ -13,6 +13,7 @@ than grow the daemon's memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pwd
@@ -23,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import msgspec
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from agh.errors import AghError, InternalError, InvalidRequest, MethodNotFound, ParseError
-from agh.protocol import UNSET, Request, Response, any_decoder, encoder, request_decoder
+from agh.protocol import Request, UnsetType, Response, any_decoder, encoder, request_decoder
 from aghd.rpc import REGISTRY, ConnectionState, Context, decode_params
 
 if TYPE_CHECKING:
@@ -55,38 +55,185 @@ def _salvage_id(raw: bytes) -> Any:
     return None
 
 
+class _Connection(asyncio.Protocol):
+    """One client connection: framing, backpressure, one task per request.
+
+    A Protocol, not an anyio stream: anyio's per-receive and per-task
+    machinery cost ~70% of the daemon's CPU at 16 agents (measured with
+    py-spy, docs/PERFORMANCE.md); the rest of the daemon stays on anyio.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.state: ConnectionState | None = None
+        self.buffer = bytearray()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.reading = True
+        self.writable = True
+        self.stopped = False  # no more requests will be read
+
+    # -- asyncio callbacks ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = self.server.peer(transport.get_extra_info("socket"))
+        if peer is None:
+            self.transport.abort()
+            return
+        self.state = ConnectionState(*peer)
+        self.state.send = self.send
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.stopped or self.state is None:
+            return
+        buf = self.buffer
+        buf += data
+        max_line = self.server.config.max_line_bytes
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            if end - start > max_line:
+                return self._too_long(max_line)
+            line = bytes(buf[start:end])
+            start = end + 1
+            if line.strip():
+                self._spawn(line)
+        if start:
+            del buf[:start]
+        if len(buf) > max_line:
+            self._too_long(max_line)
+
+    def eof_received(self) -> bool:
+        # Half-closed: the client sends no more, but replies still go out.
+        self.stop_reading()
+        self._close_when_idle()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_reading()
+        self.writable = False
+        self.server.connections.discard(self)
+        if self.state is not None:
+            state = self.state
+            task = asyncio.get_running_loop().create_task(self.server.daemon.connection_gone(state))
+            self.server.background.add(task)
+            task.add_done_callback(self.server.background.discard)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its requests.
+        self.writable = False
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self._update_reading()
+
+    # -- ours -----------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def stop_reading(self) -> None:
+        """No more requests from this connection (EOF, error or shutdown)."""
+        if not self.stopped:
+            self.stopped = True
+            if self.state is not None:
+                self.state.mark_closed()
+            self._update_reading()
+
+    def _spawn(self, line: bytes) -> None:
+        assert self.state is not None
+        self.server.begin()
+        task = asyncio.get_running_loop().create_task(self._handle(line, self.state))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        self._update_reading()
+
+    async def _handle(self, line: bytes, state: ConnectionState) -> None:
+        reply = await self.server.process(line, state)
+        if reply is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.server.end()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request task failed", exc_info=task.exception())
+        self._update_reading()
+        if self.stopped:
+            self._close_when_idle()
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        limit = self.server.config.max_inflight_per_connection
+        want = not self.stopped and self.writable and len(self.tasks) < limit
+        if want and not self.reading:
+            self.transport.resume_reading()
+        elif not want and self.reading:
+            self.transport.pause_reading()
+        self.reading = want
+
+    def _too_long(self, max_line: int) -> None:
+        self.buffer.clear()
+        exc = InvalidRequest(
+            f"request line longer than {max_line} bytes; closing the connection",
+            {"max_line_bytes": max_line, "hint": "send one JSON value per line"},
+        )
+        if self.transport is not None:
+            self.transport.write(_error_bytes(None, exc))
+        self.stop_reading()
+        self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        if not self.tasks and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
 class Server:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.config = daemon.config
         self.inflight = 0
-        self._idle = anyio.Event()
+        self.connections: set[_Connection] = set()
+        self.background: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
         self._idle.set()
-        self._accepting: anyio.CancelScope | None = None
-        self._readers: set[anyio.CancelScope] = set()
+        self._server: asyncio.AbstractServer | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def serve(self, listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
-        async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as self._accepting:
-                async with listener:
-                    await listener.serve(self._connection, task_group=tg)
+    async def serve(self, listener: anyio.abc.SocketListener) -> None:
+        """Serve the socket anyio bound (mode 0600, behind our lock) until cancelled."""
+        sock: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self._server.close()
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
 
     def stop_accepting(self) -> None:
         """Close the listener and stop reading new requests on every connection."""
-        if self._accepting is not None:
-            self._accepting.cancel()
-        for scope in list(self._readers):
-            scope.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.stop_reading()
+            conn._close_when_idle()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    # -- one connection -----------------------------------------------------
-
-    def _peer(self, stream: anyio.abc.SocketStream) -> tuple[int, str] | None:
-        sock: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    def peer(self, sock: socket.socket) -> tuple[int, str] | None:
+        """(uid, user name) of the peer, or None if it may not connect."""
         _pid, uid, _gid = _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
@@ -99,101 +246,23 @@ class Server:
             user = str(uid)
         return uid, user
 
-    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
-        peer = self._peer(stream)
-        if peer is None:
-            await stream.aclose()
-            return
-        state = ConnectionState(*peer)
-        lock = anyio.Lock()
-        limiter = anyio.Semaphore(self.config.max_inflight_per_connection)
-
-        async def send(data: bytes) -> None:
-            async with lock:
-                await stream.send(data)
-
-        state.send = send
-        reader = anyio.CancelScope()
-        self._readers.add(reader)
-        try:
-            async with anyio.create_task_group() as requests:
-                with reader:
-                    await self._read_loop(stream, state, send, limiter, requests)
-                self._readers.discard(reader)
-                # No more requests will come: long-polls on this connection end.
-                state.mark_closed()
-        finally:
-            self._readers.discard(reader)
-            state.mark_closed()
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-                await self.daemon.connection_gone(state)
-
-    async def _read_loop(
-        self,
-        stream: anyio.abc.SocketStream,
-        state: ConnectionState,
-        send: Any,
-        limiter: anyio.Semaphore,
-        requests: anyio.abc.TaskGroup,
-    ) -> None:
-        buffered = BufferedByteReceiveStream(stream)
-        max_line = self.config.max_line_bytes
-        while True:
-            try:
-                line = await buffered.receive_until(_NEWLINE, max_line)
-            except anyio.DelimiterNotFound:
-                exc = InvalidRequest(
-                    f"request line longer than {max_line} bytes; closing the connection",
-                    {"max_line_bytes": max_line, "hint": "send one JSON value per line"},
-                )
-                try:
-                    await send(_error_bytes(None, exc))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass
-                return
-            except (
-                anyio.EndOfStream,
-                anyio.IncompleteRead,
-                anyio.BrokenResourceError,
-                anyio.ClosedResourceError,
-                ConnectionError,
-            ):
-                return
-            if not line.strip():
-                continue
-            await limiter.acquire()
-            self._begin()
-            requests.start_soon(self._handle_line, line, state, send, limiter)
-
-    def _begin(self) -> None:
+    def begin(self) -> None:
         if self.inflight == 0:
-            self._idle = anyio.Event()
+            self._idle.clear()
         self.inflight += 1
 
-    def _end(self) -> None:
+    def end(self) -> None:
         self.inflight -= 1
         if self.inflight == 0:
             self._idle.set()
 
-    # -- JSON-RPC -----------------------------------------------------------
+    async def process(self, line: bytes, state: ConnectionState) -> bytes | None:
+        """One line in, the reply line out (None: nothing to send)."""
+        if line.lstrip()[:1] == b"[":
+            return await self._batch(line, state)
+        return await self._single(line, state)
 
-    async def _handle_line(
-        self, line: bytes, state: ConnectionState, send: Any, limiter: anyio.Semaphore
-    ) -> None:
-        try:
-            if line.lstrip()[:1] == b"[":
-                reply = await self._batch(line, state)
-            else:
-                reply = await self._single(line, state)
-            if reply is not None:
-                try:
-                    await send(reply)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-                    pass  # the client left; its writes are committed all the same
-        finally:
-            limiter.release()
-            self._end()
+    # -- JSON-RPC -----------------------------------------------------------
 
     async def _single(self, raw: bytes, state: ConnectionState) -> bytes | None:
         try:
@@ -201,16 +270,17 @@ class Server:
         except msgspec.ValidationError as exc:
             return _error_bytes(_salvage_id(raw), _invalid_request(exc))
         except msgspec.DecodeError as exc:
-            return _error_bytes(None, ParseError(f"parse error: {exc}", {"hint": "send valid JSON"}))
+            return _error_bytes(None, _parse_error(exc))
         return await self._call(req, state)
 
     async def _batch(self, raw: bytes, state: ConnectionState) -> bytes | None:
         try:
             items = msgspec.json.decode(raw, type=list[msgspec.Raw])
         except msgspec.DecodeError as exc:
-            return _error_bytes(None, ParseError(f"parse error: {exc}", {"hint": "send valid JSON"}))
+            return _error_bytes(None, _parse_error(exc))
         if not items:
-            return _error_bytes(None, InvalidRequest("empty batch", {"hint": "send at least one request"}))
+            empty = InvalidRequest("empty batch", {"hint": "send at least one request"})
+            return _error_bytes(None, empty)
         replies: list[bytes | None] = [None] * len(items)
 
         async def one(i: int, item: msgspec.Raw) -> None:
@@ -230,8 +300,8 @@ class Server:
         return b"[" + b",".join(present) + b"]\n"
 
     async def _call(self, req: Request, state: ConnectionState) -> bytes | None:
-        notification = req.id is UNSET
-        rid = None if notification else req.id
+        notification = isinstance(req.id, UnsetType)
+        rid = None if isinstance(req.id, UnsetType) else req.id
         try:
             if req.jsonrpc != "2.0":
                 raise InvalidRequest(
@@ -249,14 +319,15 @@ class Server:
             return None if notification else _error_bytes(rid, exc)
         except Exception as exc:
             log.exception("method %s failed", req.method)
-            err = InternalError(
-                f"internal error in aghd: {type(exc).__name__}: {exc}; this is a bug, please report it",
-                {"exception": type(exc).__name__},
-            )
+            err = InternalError.from_exception(exc)
             return None if notification else _error_bytes(rid, err)
         if notification:
             return None
         return encoder.encode(Response(id=rid, result=result)) + _NEWLINE
+
+
+def _parse_error(exc: msgspec.DecodeError) -> ParseError:
+    return ParseError(f"parse error: {exc}", {"hint": "send one valid JSON value per line"})
 
 
 def _invalid_request(exc: msgspec.ValidationError) -> InvalidRequest:

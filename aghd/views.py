@@ -16,20 +16,31 @@ from aghd.store.db import from_json
 _MESSAGE_KINDS = ["input", "status", "question"]
 
 
+_ts_cache: tuple[int, str] = (-1, "")
+
+
 def ts(ms: int | None) -> str | None:
-    """``1764000000123`` → ``2025-11-24T16:00:00.123Z``."""
+    """``1764000000123`` → ``2025-11-24T16:00:00.123Z``.
+
+    The formatted second is cached: a reply formats many times that share it.
+    """
+    global _ts_cache
     if ms is None:
         return None
-    t = time.gmtime(ms // 1000)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
-        t.tm_year,
-        t.tm_mon,
-        t.tm_mday,
-        t.tm_hour,
-        t.tm_min,
-        t.tm_sec,
-        ms % 1000,
-    )
+    sec = ms // 1000
+    cached_sec, prefix = _ts_cache
+    if sec != cached_sec:
+        t = time.gmtime(sec)
+        prefix = "%04d-%02d-%02dT%02d:%02d:%02d." % (
+            t.tm_year,
+            t.tm_mon,
+            t.tm_mday,
+            t.tm_hour,
+            t.tm_min,
+            t.tm_sec,
+        )
+        _ts_cache = (sec, prefix)
+    return "%s%03dZ" % (prefix, ms % 1000)
 
 
 def actor(kind: str | None, ref: str | None) -> p.Actor | None:
@@ -40,7 +51,9 @@ def origin(kind: str | None, ref: str | None) -> p.Origin | None:
     return None if kind is None else p.Origin(kind, ref)  # type: ignore[arg-type]
 
 
-def coordination_channel(run: sqlite3.Row, workspace_id: str | None = None) -> p.CoordinationChannel:
+def coordination_channel(
+    run: sqlite3.Row, workspace_id: str | None = None
+) -> p.CoordinationChannel:
     """Every run has one coordination channel, named after the run."""
     return p.CoordinationChannel(
         allowed_message_kinds=_MESSAGE_KINDS,

@@ -56,7 +56,9 @@ class Conn:
     async def call(self, method: str, params: dict) -> dict:
         self.next_id += 1
         self.writer.write(
-            json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}).encode()
+            json.dumps(
+                {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+            ).encode()
             + b"\n"
         )
         line = await self.reader.readline()
@@ -84,11 +86,15 @@ async def fill(path: str, count: int) -> None:
     conn = await Conn.open(path)
     for start in range(0, count, 200):
         n = min(200, count - start)
-        await conn.batch([("tasks.create", {"title": f"bench {start + i}", "start": True}) for i in range(n)])
+        await conn.batch(
+            [("tasks.create", {"title": f"bench {start + i}", "start": True}) for i in range(n)]
+        )
     conn.close()
 
 
-async def agent(path: str, name: str, stop_at: float, latencies: list[float], counter: list[int]) -> None:
+async def agent(
+    path: str, name: str, stop_at: float, latencies: list[float], counter: list[int]
+) -> None:
     conn = await Conn.open(path)
     await conn.call("session.hello", {"agent_name": name})
     while time.perf_counter() < stop_at:
@@ -109,7 +115,9 @@ async def run_agents(path: str, agents: int, seconds: float) -> tuple[float, lis
     counter = [0]
     t0 = time.perf_counter()
     stop_at = t0 + seconds
-    await asyncio.gather(*(agent(path, f"bench-{i}", stop_at, latencies, counter) for i in range(agents)))
+    await asyncio.gather(
+        *(agent(path, f"bench-{i}", stop_at, latencies, counter) for i in range(agents))
+    )
     elapsed = time.perf_counter() - t0
     return counter[0] / elapsed, latencies
 
@@ -118,8 +126,19 @@ def start_daemon(workdir: str, synchronous: str) -> tuple[subprocess.Popen[bytes
     sock = os.path.join(workdir, "agh.sock")
     db = os.path.join(workdir, "agh.db")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aghd", "--socket", sock, "--db", db,
-         "--synchronous", synchronous, "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "aghd",
+            "--socket",
+            sock,
+            "--db",
+            db,
+            "--synchronous",
+            synchronous,
+            "--log-level",
+            "WARNING",
+        ],
         cwd=ROOT,
     )
     for _ in range(200):
@@ -153,10 +172,21 @@ def raw_rate(workdir: str, cycles: int, synchronous: str) -> float:
         return result
 
     new = tasks.NewTask(
-        title="raw", description=None, scope=None, workspace=None, owner_kind="human",
-        owner_ref="bench", origin_kind="cli", origin_ref=None, priority="medium",
-        network_channel=None, max_attempts=1, metadata=None, draft=False,
-        approval_policy="none", parent_task_id=None,
+        title="raw",
+        description=None,
+        scope=None,
+        workspace=None,
+        owner_kind="human",
+        owner_ref="bench",
+        origin_kind="cli",
+        origin_ref=None,
+        priority="medium",
+        network_channel=None,
+        max_attempts=1,
+        metadata=None,
+        draft=False,
+        approval_policy="none",
+        parent_task_id=None,
     )
 
     def create_many(tx: Tx, n: int) -> None:
@@ -170,8 +200,14 @@ def raw_rate(workdir: str, cycles: int, synchronous: str) -> float:
     while done < cycles:
         _token, token_hash = new_token()
         claimed = txn(
-            runs.claim_next_run, caller, session_id=None, filters=runs.ClaimFilters(),
-            lease_ms=300_000, token_hash=token_hash, idempotency_key=None, max_claims_per_session=0,
+            runs.claim_next_run,
+            caller,
+            session_id=None,
+            filters=runs.ClaimFilters(),
+            lease_ms=300_000,
+            token_hash=token_hash,
+            idempotency_key=None,
+            max_claims_per_session=0,
         )
         txn(runs.complete_run, caller, claimed.run["id"], token_hash, None)
         done += 1
@@ -181,7 +217,9 @@ def raw_rate(workdir: str, cycles: int, synchronous: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--agents", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--synchronous", default="FULL")
@@ -205,10 +243,11 @@ def main() -> None:
                 # enough queued work that the agents never run dry
                 loop_runner(fill(sock, int(max(2000, 12000 * args.seconds * min(n, 4) / 4))))
                 rate, lat = loop_runner(run_agents(sock, n, args.seconds))
+                p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
+                mean = statistics.fmean(lat) * 1000
                 print(
-                    f"aghd {n:2d} agent(s): {rate:8.0f} cycles/s   claim p50 {percentile(lat, 50) * 1000:6.2f} ms"
-                    f"   p99 {percentile(lat, 99) * 1000:6.2f} ms   mean {statistics.fmean(lat) * 1000:6.2f} ms"
-                    f"   ratio to raw {rate / raw:5.2f}x"
+                    f"aghd {n:2d} agent(s): {rate:8.0f} cycles/s   claim p50 {p50:6.2f} ms"
+                    f"   p99 {p99:6.2f} ms   mean {mean:6.2f} ms   ratio to raw {rate / raw:5.2f}x"
                 )
         finally:
             proc.terminate()

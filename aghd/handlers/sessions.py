@@ -27,8 +27,13 @@ async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
         conn.caller = Caller("human", conn.user, "cli", origin.ref)
         now = views.ts(now_ms()) or ""
         session = p.Session(
-            agent_name=params.agent_name, channel=params.channel, created_at=now,
-            name=params.name, session_id=session_id, state="connected", updated_at=now,
+            agent_name=params.agent_name,
+            channel=params.channel,
+            created_at=now,
+            name=params.name,
+            session_id=session_id,
+            state="connected",
+            updated_at=now,
         )
         return p.HelloResult(session=session, server=p.ServerInfo(version=ctx.daemon.version))
 
@@ -53,7 +58,9 @@ async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
     else:
         conn.caller = Caller("agent_session", session_id, origin.kind, origin.ref, session_id)
     await ctx.daemon.bind_session(conn, session_id)
-    return p.HelloResult(session=views.session(row), server=p.ServerInfo(version=ctx.daemon.version))
+    return p.HelloResult(
+        session=views.session(row), server=p.ServerInfo(version=ctx.daemon.version)
+    )
 
 
 @method("sessions.list", p.SessionsListParams)

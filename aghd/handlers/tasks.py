@@ -67,7 +67,11 @@ async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
         row = store.create_task(tx, caller, new)
         if params.start and not params.draft:
             return store.start_task(
-                tx, caller, row["id"], idempotency_key=params.idempotency_key, input_value=params.input
+                tx,
+                caller,
+                row["id"],
+                idempotency_key=params.idempotency_key,
+                input_value=params.input,
             )
         return store.Started(row, None)
 
@@ -166,5 +170,6 @@ async def list_runs(ctx: Context, params: p.TasksRunsListParams) -> p.RunsListRe
 
     task, rows = await ctx.daemon.read(do)
     rows, cursor = views.page(rows, params.limit, "id")
-    return p.RunsListResult(runs=[views.run(r, task["workspace_id"]) for r in rows], next_cursor=cursor)
-
+    return p.RunsListResult(
+        runs=[views.run(r, task["workspace_id"]) for r in rows], next_cursor=cursor
+    )

@@ -120,7 +120,7 @@ class Committed:
 class Tx:
     """One job's view of the open transaction: SQL helpers plus side effects."""
 
-    __slots__ = ("conn", "now", "effects")
+    __slots__ = ("conn", "effects", "now")
 
     def __init__(self, conn: sqlite3.Connection, now: int) -> None:
         self.conn = conn
@@ -149,8 +149,14 @@ class Tx:
         task_id: str | None,
         run_id: str | None = None,
         payload: Any = None,
+        touch: bool = True,
     ) -> int:
-        """Write one event in this transaction and return its sequence."""
+        """Write one event in this transaction and return its sequence.
+
+        ``touch`` bumps the task's ``last_activity_at``; pass False when the
+        caller's own UPDATE of the task already set it (the hot paths do,
+        saving a statement per event).
+        """
         cur = self.conn.execute(
             "INSERT INTO events (id, event_type, task_id, run_id, actor_kind, actor_ref,"
             " origin_kind, origin_ref, payload, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -169,7 +175,7 @@ class Tx:
         )
         seq = cur.lastrowid
         assert seq is not None
-        if task_id is not None:
+        if touch and task_id is not None:
             self.conn.execute(
                 "UPDATE tasks SET last_activity_at = ? WHERE id = ?", (self.now, task_id)
             )

@@ -254,8 +254,9 @@ def _take(
             (idempotency_scope, idempotency_key, run_id, claim_id, now),
         )
     task = tx.one(
-        "UPDATE tasks SET status = 'in_progress', updated_at = ? WHERE id = ? RETURNING *",
-        (now, run["task_id"]),
+        "UPDATE tasks SET status = 'in_progress', updated_at = ?, last_activity_at = ?"
+        " WHERE id = ? RETURNING *",
+        (now, now, run["task_id"]),
     )
     assert task is not None
     tx.emit(
@@ -264,6 +265,7 @@ def _take(
         task_id=run["task_id"],
         run_id=run_id,
         payload={"attempt": run["attempt"], "session_id": session_id, "lease_until": lease_until},
+        touch=False,
     )
     tx.deadline(lease_until)
     return Claimed(run, task)
@@ -379,9 +381,9 @@ def _fenced(tx: Tx, run_id: str, token_hash: str, replay_reason: str | None = No
     """
     run = get_run(tx, run_id)
     current = run["claim_token_hash"]
-    if current is not None and hmac.compare_digest(current, token_hash):
-        if run["status"] in ACTIVE:
-            return run
+    live = current is not None and hmac.compare_digest(current, token_hash)
+    if live and run["status"] in ACTIVE:
+        return run
     claim = tx.one(
         "SELECT ended_at, end_reason FROM claims WHERE token_hash = ? AND run_id = ?",
         (token_hash, run_id),
@@ -517,10 +519,11 @@ def complete_run(
     assert updated is not None
     _end_claim(tx, run_id, "completed")
     tx.execute(
-        "UPDATE tasks SET status = 'completed', closed_at = ?, updated_at = ? WHERE id = ?",
-        (now, now, run["task_id"]),
+        "UPDATE tasks SET status = 'completed', closed_at = ?, updated_at = ?,"
+        " last_activity_at = ? WHERE id = ?",
+        (now, now, now, run["task_id"]),
     )
-    tx.emit("run.completed", caller, task_id=run["task_id"], run_id=run_id)
+    tx.emit("run.completed", caller, task_id=run["task_id"], run_id=run_id, touch=False)
     return updated
 
 

@@ -224,9 +224,7 @@ class TaskFilters:
     query: str | None = None
 
 
-def list_tasks(
-    tx: Tx, filters: TaskFilters, limit: int, cursor: str | None
-) -> list[sqlite3.Row]:
+def list_tasks(tx: Tx, filters: TaskFilters, limit: int, cursor: str | None) -> list[sqlite3.Row]:
     """Tasks newest first; ``limit + 1`` rows so the caller can tell if more exist."""
     where: list[str] = []
     args: list[Any] = []
@@ -378,7 +376,8 @@ def task_detail(tx: Tx, ref: str, runs_limit: int = 100, events_limit: int = 100
     return DetailParts(
         item=item,
         runs=tx.all(
-            "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task["id"], runs_limit)
+            "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+            (task["id"], runs_limit),
         ),
         events=recent_task_events(tx, task["id"], events_limit),
         children=list_item_parts(tx, children(tx, task["id"])),

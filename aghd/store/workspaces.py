@@ -64,7 +64,8 @@ def next_identifier(tx: Tx, workspace: sqlite3.Row | None) -> str:
         n = tx.scalar("UPDATE meta SET value = value + 1 WHERE key = 'task_number' RETURNING value")
         return f"T-{n}"
     n = tx.scalar(
-        "UPDATE workspaces SET next_number = next_number + 1 WHERE id = ? RETURNING next_number - 1",
+        "UPDATE workspaces SET next_number = next_number + 1 WHERE id = ?"
+        " RETURNING next_number - 1",
         (workspace["id"],),
     )
     return f"{workspace['key']}-{n}"
