@@ -19,14 +19,14 @@ import os
 import pwd
 import socket
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
 import msgspec
 
 from agh.errors import AghError, InternalError, InvalidRequest, MethodNotFound, ParseError
-from agh.protocol import Request, UnsetType, Response, any_decoder, encoder, request_decoder
+from agh.protocol import Request, Response, UnsetType, any_decoder, encoder, request_decoder
 from aghd.rpc import REGISTRY, ConnectionState, Context, decode_params
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ _PEERCRED = struct.Struct("3i")
 _NEWLINE = b"\n"
 
 
+# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8.
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError)
+
+
 def _error_bytes(req_id: Any, exc: AghError) -> bytes:
     return encoder.encode(Response(id=req_id, error=exc.to_wire())) + _NEWLINE
 
@@ -46,7 +50,7 @@ def _salvage_id(raw: bytes) -> Any:
     """The id of a request that failed validation, if it has a usable one."""
     try:
         obj = any_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except _UNDECODABLE:
         return None
     if isinstance(obj, dict):
         rid = obj.get("id")
@@ -76,10 +80,11 @@ class _Connection(asyncio.Protocol):
     # -- asyncio callbacks ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        peer = self.server.peer(transport.get_extra_info("socket"))
+        # uvloop's transports are not asyncio.Transport subclasses, hence the cast.
+        self.transport = tr = cast(asyncio.Transport, transport)
+        peer = self.server.peer(tr.get_extra_info("socket"))
         if peer is None:
-            self.transport.abort()
+            tr.abort()
             return
         self.state = ConnectionState(*peer)
         self.state.send = self.send
@@ -269,14 +274,14 @@ class Server:
             req = request_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             return _error_bytes(_salvage_id(raw), _invalid_request(exc))
-        except msgspec.DecodeError as exc:
+        except _UNDECODABLE as exc:
             return _error_bytes(None, _parse_error(exc))
         return await self._call(req, state)
 
     async def _batch(self, raw: bytes, state: ConnectionState) -> bytes | None:
         try:
             items = msgspec.json.decode(raw, type=list[msgspec.Raw])
-        except msgspec.DecodeError as exc:
+        except _UNDECODABLE as exc:
             return _error_bytes(None, _parse_error(exc))
         if not items:
             empty = InvalidRequest("empty batch", {"hint": "send at least one request"})
@@ -326,7 +331,7 @@ class Server:
         return encoder.encode(Response(id=rid, result=result)) + _NEWLINE
 
 
-def _parse_error(exc: msgspec.DecodeError) -> ParseError:
+def _parse_error(exc: Exception) -> ParseError:
     return ParseError(f"parse error: {exc}", {"hint": "send one valid JSON value per line"})
 
 

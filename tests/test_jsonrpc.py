@@ -470,3 +470,33 @@ def test_client_that_never_reads_does_not_block_others(
         sender.join(15)
     assert not sender.is_alive()
     _server_answers(daemon.socket)
+
+
+def test_backpressured_client_gets_every_reply_once_it_reads(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    task = client.tasks_create("echo " + "q" * 900, description="e" * 2000).task
+    n = 2000
+    hog = RawConn(daemon.socket, timeout=30)
+    payload = b"".join(_line(_req("tasks.get", {"id": task.id}, id=i)) for i in range(n))
+    sent = threading.Event()
+
+    def flood() -> None:
+        hog.send(payload)
+        sent.set()
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    try:
+        time.sleep(0.5)  # nobody reads: the daemon must stop reading too
+        seen: set[int] = set()
+        while len(seen) < n:
+            reply = hog.recv()
+            assert reply["result"]["task"]["task"]["id"] == task.id
+            assert reply["id"] not in seen
+            seen.add(reply["id"])
+        assert seen == set(range(n))
+        assert sent.wait(10)
+    finally:
+        hog.close()
+        sender.join(15)
