@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -131,8 +131,8 @@ def emit_json(value: Any) -> None:
     click.echo(json_text(value))
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> None:
-    """Report on stderr and exit with ``code``."""
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Report on stderr and exit with ``code`` (raises click's ``Exit``)."""
     click.echo(f"agh: {message}", err=True)
     raise click.exceptions.Exit(code)
 
@@ -162,7 +162,10 @@ class AghGroup(click.Group):
 
 @contextmanager
 def connect(ctx: click.Context) -> Iterator[Client]:
-    """A client on the selected socket, announced to the daemon as the CLI."""
+    """A client on the selected socket, announced to the daemon as the CLI.
+
+    Raises DaemonUnreachable when no daemon answers; ``AghGroup`` turns it
+    (and every other ``AghError``) into the documented exit code."""
     from agh.client import Client  # light import: only for commands that connect
     from agh.paths import default_socket_path
 
@@ -529,7 +532,6 @@ def claim(
     got = result.claim
     if got is None:
         fail("no work available")
-        return
     if as_json:
         return
     click.echo(

@@ -8,6 +8,7 @@ lifecycle — lock, recover, bind, serve, drain on SIGTERM, clean up.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -34,7 +35,13 @@ from aghd.store.db import DAEMON, Caller, Committed, Tx, now_ms
 log = logging.getLogger("aghd")
 
 
-class AlreadyRunning(AghError):
+class StartupError(AghError):
+    """aghd cannot start with these paths; the message says why and what to do."""
+
+    kind = "startup"
+
+
+class AlreadyRunning(StartupError):
     """Another aghd holds the lock on this socket or database."""
 
     kind = "already_running"
@@ -173,7 +180,7 @@ async def _bind(socket_path: str) -> anyio.abc.SocketListener:
     if os.path.lexists(socket_path):
         # We hold the lock, so no live daemon owns this: a crashed one left it.
         if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
-            raise AlreadyRunning(
+            raise StartupError(
                 f"{socket_path} exists and is not a socket; remove it or choose --socket",
                 {"socket": socket_path},
             )
@@ -215,12 +222,14 @@ async def serve(
     """
     locks = acquire_locks(config)
     daemon: Daemon | None = None
+    bound = False  # only a socket we bound is ours to remove
     try:
         daemon = Daemon(config)
         recovered = daemon.committer.write_sync(_recover)
         if recovered:
             log.info("recovered %d run(s) whose lease ran out while aghd was down", recovered)
         listener = await _bind(config.socket_path)
+        bound = True
         async with anyio.create_task_group() as outer:
             outer.start_soon(daemon.committer.run)
             async with anyio.create_task_group() as inner:
@@ -244,11 +253,9 @@ async def serve(
     finally:
         if daemon is not None:
             daemon.committer.shutdown()
-        try:
-            if os.path.lexists(config.socket_path):
+        if bound:
+            with contextlib.suppress(OSError):
                 os.unlink(config.socket_path)
-        except OSError:
-            pass
         for handle in locks:
             handle.close()
         log.info("aghd stopped")

@@ -95,12 +95,17 @@ def main(
     """
     import anyio
 
-    from aghd.app import AlreadyRunning, serve
+    from agh.paths import default_db_path, default_socket_path
+    from aghd.app import AlreadyRunning, StartupError, serve
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Paths passed explicitly: the platformdirs defaults are computed only
+    # when needed (they warn when XDG_RUNTIME_DIR is unset).
     config = Config(
+        socket_path=socket_path or default_socket_path(),
+        db_path=db_path or default_db_path(),
         synchronous=synchronous.upper(),
         default_lease_ms=lease_ms,
         default_max_attempts=max_attempts,
@@ -109,16 +114,12 @@ def main(
         max_claims_per_session=max_claims_per_session,
         allowed_uids=allowed_uids,
     )
-    if socket_path:
-        config.socket_path = socket_path
-    if db_path:
-        config.db_path = db_path
     options = {"use_uvloop": True} if config.use_uvloop and _has_uvloop() else {}
     try:
         anyio.run(serve, config, backend="asyncio", backend_options=options)
-    except AlreadyRunning as exc:
+    except StartupError as exc:
         click.echo(f"aghd: {exc.message}", err=True)
-        sys.exit(EXIT_ALREADY_RUNNING)
+        sys.exit(EXIT_ALREADY_RUNNING if isinstance(exc, AlreadyRunning) else 1)
 
 
 def _has_uvloop() -> bool:

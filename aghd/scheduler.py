@@ -47,21 +47,27 @@ class Scheduler:
         self._work = work
         self._max_sleep_ms = int(max_sleep_s * 1000)
         self._poke = anyio.Event()
-        self._planned: int = 0
+        # When the current sleep ends; None while awake (between reading the
+        # next deadline and going to sleep, any new deadline must re-read).
+        self._planned: int | None = None
+        # Delayed runs due up to this time have been announced to claimers.
+        # Asking for runs due *after it* (not after "now") means a run whose
+        # due time passed between two looks is still found, and announced.
+        self._announced = now_ms()
         self.expired_total = 0
 
     def consider(self, deadline_ms: int) -> None:
         """A commit created ``deadline_ms``; wake up if it is earlier than planned."""
-        if deadline_ms < self._planned:
+        if self._planned is None or deadline_ms < self._planned:
             self._poke.set()
 
     async def run(self) -> None:
         while True:
             self._poke = anyio.Event()
-            deadline = await self._read(runs_store.next_deadline)
+            deadline = await self._read(runs_store.next_deadline, self._announced)
             now = now_ms()
             if deadline is not None and deadline <= now:
-                await self._tick()
+                await self._tick(now)
                 continue
             wake_at = now + self._max_sleep_ms
             if deadline is not None:
@@ -69,11 +75,10 @@ class Scheduler:
             self._planned = wake_at
             with anyio.move_on_after((wake_at - now) / 1000):
                 await self._poke.wait()
-            self._planned = 0
-            if deadline is not None and now_ms() >= deadline:
-                await self._tick()
+            self._planned = None
 
-    async def _tick(self) -> None:
+    async def _tick(self, now: int) -> None:
         self.expired_total += await self._write(runs_store.expire_leases, DAEMON)
         # Requeued runs, and delayed runs that came due, are claimable now.
+        self._announced = now
         self._work.notify()

@@ -7,40 +7,13 @@ milliseconds.
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any
 
 from agh import protocol as p
-from aghd.store.db import from_json
+from aghd.store.db import event_id, from_json
+from aghd.timefmt import ts
 
 _MESSAGE_KINDS = ["input", "status", "question"]
-
-
-_ts_cache: tuple[int, str] = (-1, "")
-
-
-def ts(ms: int | None) -> str | None:
-    """``1764000000123`` → ``2025-11-24T16:00:00.123Z``.
-
-    The formatted second is cached: a reply formats many times that share it.
-    """
-    global _ts_cache
-    if ms is None:
-        return None
-    sec = ms // 1000
-    cached_sec, prefix = _ts_cache
-    if sec != cached_sec:
-        t = time.gmtime(sec)
-        prefix = "%04d-%02d-%02dT%02d:%02d:%02d." % (
-            t.tm_year,
-            t.tm_mon,
-            t.tm_mday,
-            t.tm_hour,
-            t.tm_min,
-            t.tm_sec,
-        )
-        _ts_cache = (sec, prefix)
-    return "%s%03dZ" % (prefix, ms % 1000)
 
 
 def actor(kind: str | None, ref: str | None) -> p.Actor | None:
@@ -197,7 +170,7 @@ def event(row: sqlite3.Row) -> p.TaskEvent:
     return p.TaskEvent(
         actor=actor(row["actor_kind"], row["actor_ref"]),
         event_type=row["event_type"],
-        id=row["id"],
+        id=event_id(row["seq"]),
         origin=origin(row["origin_kind"], row["origin_ref"]),
         payload=from_json(row["payload"]),
         run_id=row["run_id"],

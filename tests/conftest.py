@@ -55,8 +55,11 @@ class ThreadDaemon:
         async def run() -> None:
             async with anyio.create_task_group() as tg:
                 self._loop = asyncio.get_running_loop()
-                self.daemon = await tg.start(lambda task_status: serve(
-                    self.config, handle_signals=False, task_status=task_status))
+                self.daemon = await tg.start(
+                    lambda task_status: serve(
+                        self.config, handle_signals=False, task_status=task_status
+                    )
+                )
                 self._ready.set()
 
         try:
@@ -129,11 +132,23 @@ def client(daemon: ThreadDaemon) -> Iterator[Client]:
 # -- subprocess daemons (crash and signal tests) ---------------------------------
 
 
-def spawn_daemon(socket_path: str, db_path: str, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
+def spawn_daemon(
+    socket_path: str, db_path: str, *args: str, wait: bool = True
+) -> subprocess.Popen[bytes]:
     """Start ``python -m aghd`` and (by default) wait until it accepts connections."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aghd", "--socket", socket_path, "--db", db_path,
-         "--log-level", "WARNING", *args],
+        [
+            sys.executable,
+            "-m",
+            "aghd",
+            "--socket",
+            socket_path,
+            "--db",
+            db_path,
+            "--log-level",
+            "WARNING",
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -142,11 +157,15 @@ def spawn_daemon(socket_path: str, db_path: str, *args: str, wait: bool = True) 
     return proc
 
 
-def wait_for_socket(path: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
+def wait_for_socket(
+    path: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"aghd exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"aghd exited early: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         try:
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(path)
@@ -156,7 +175,9 @@ def wait_for_socket(path: str, proc: subprocess.Popen[bytes] | None = None, time
     raise TimeoutError(f"no daemon on {path}")
 
 
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20
+) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
     return proc.wait(timeout)

@@ -65,8 +65,18 @@ def claim(agh: Agh, *args: str) -> dict[str, Any]:
 
 
 def test_round_trip_add_ls_show_claim_heartbeat_complete(agh: Agh) -> None:
-    created = add_task(agh, "Write the docs", "--priority", "high", "--channel", "docs",
-                       "--input", '{"pages": [1, 2]}', "--description", "all of them")
+    created = add_task(
+        agh,
+        "Write the docs",
+        "--priority",
+        "high",
+        "--channel",
+        "docs",
+        "--input",
+        '{"pages": [1, 2]}',
+        "--description",
+        "all of them",
+    )
     task, run = created["task"], created["run"]
     assert task["title"] == "Write the docs"
     assert task["priority"] == "high"
@@ -108,8 +118,9 @@ def test_round_trip_add_ls_show_claim_heartbeat_complete(agh: Agh) -> None:
     assert beat["lease"]["status"] == "running"
     assert beat["lease"]["lease_until"] > got["lease"]["lease_until"]
 
-    done = ok_json(agh("complete", run["id"], "--token", token, "--result", '{"ok": true}',
-                       "--json"))
+    done = ok_json(
+        agh("complete", run["id"], "--token", token, "--result", '{"ok": true}', "--json")
+    )
     assert done["lease"]["status"] == "completed"
 
     detail = ok_json(agh("show", ident, "--json"))["task"]
@@ -178,8 +189,18 @@ def test_claim_waits_for_work_on_its_channel_only(agh: Agh) -> None:
 def test_fail_no_retry_marks_task_failed(agh: Agh) -> None:
     created = add_task(agh, "doomed", "--max-attempts", "3")
     got = claim(agh)
-    failed = ok_json(agh("fail", got["run"]["id"], "--token", got["claim_token"],
-                         "--error", "bad spec", "--no-retry", "--json"))
+    failed = ok_json(
+        agh(
+            "fail",
+            got["run"]["id"],
+            "--token",
+            got["claim_token"],
+            "--error",
+            "bad spec",
+            "--no-retry",
+            "--json",
+        )
+    )
     assert failed["lease"]["status"] == "failed"
     detail = ok_json(agh("show", created["task"]["id"], "--json"))["task"]
     assert detail["task"]["status"] == "failed"
@@ -190,16 +211,26 @@ def test_fail_no_retry_marks_task_failed(agh: Agh) -> None:
 def test_fail_with_attempts_left_requeues(agh: Agh) -> None:
     add_task(agh, "flaky", "--max-attempts", "2")
     got = claim(agh)
-    again = ok_json(agh("fail", got["run"]["id"], "--token", got["claim_token"],
-                        "--error", "flaked", "--json"))
+    again = ok_json(
+        agh("fail", got["run"]["id"], "--token", got["claim_token"], "--error", "flaked", "--json")
+    )
     assert again["lease"]["status"] == "queued"
 
 
 def test_release_requeues(agh: Agh) -> None:
     created = add_task(agh, "hand back")
     got = claim(agh)
-    released = ok_json(agh("release", got["run"]["id"], "--token", got["claim_token"],
-                           "--reason", "out of context", "--json"))
+    released = ok_json(
+        agh(
+            "release",
+            got["run"]["id"],
+            "--token",
+            got["claim_token"],
+            "--reason",
+            "out of context",
+            "--json",
+        )
+    )
     assert released["lease"]["status"] == "queued"
     listed = ok_json(agh("ls", "--json"))["tasks"]
     assert [t["status"] for t in listed] == ["ready"]
@@ -365,9 +396,20 @@ def test_help_imports_nothing_heavy(args: list[str]) -> None:
 def test_a_real_command_imports_nothing_heavy(short_dir: str) -> None:
     # Connecting (here: failing to) must not pull in the daemon's stack either.
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "agh.cli", "--socket",
-         os.path.join(short_dir, "agh.sock"), "ls"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "agh.cli",
+            "--socket",
+            os.path.join(short_dir, "agh.sock"),
+            "ls",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 69
     imported = {

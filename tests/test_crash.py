@@ -192,3 +192,17 @@ def test_socket_and_directory_permissions(
     procs.append(spawn_daemon(sock, paths.db))
     assert os.stat(sock).st_mode & 0o777 == 0o600
     assert os.stat(os.path.dirname(sock)).st_mode & 0o777 == 0o700
+
+
+def test_regular_file_at_socket_path_is_refused_and_kept(
+    paths: Paths, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    with open(paths.socket, "w") as f:
+        f.write("not a socket")
+    proc = spawn_daemon(paths.socket, paths.db, wait=False)
+    procs.append(proc)
+    assert proc.wait(20) == 1
+    assert proc.stderr is not None
+    assert "is not a socket" in proc.stderr.read().decode()
+    with open(paths.socket) as f:
+        assert f.read() == "not a socket"

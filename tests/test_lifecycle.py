@@ -503,3 +503,54 @@ def test_workspace_claim_filter(short_dir: str, client: Client) -> None:
     claim = client.claim_next(workspace=ws).claim
     assert claim is not None and claim.run.id == inside.id
     assert client.claim_next(workspace=os.path.join(short_dir, "unknown")).claim is None
+
+
+def test_repeated_retries_come_due_promptly(make_daemon: Any) -> None:
+    """Each retry backoff must wake a long-polling claimer when it runs out,
+    however the fail lines up with the daemon's own timers."""
+    d: ThreadDaemon = make_daemon(retry_backoff_base_ms=10, retry_backoff_cap_ms=10)
+    with d.client() as c, d.client(agent_name="looper") as agent:
+        run = c.tasks_create("again and again", start=True, max_attempts=1000).run
+        assert run is not None
+        slow: list[tuple[int, float]] = []
+        for i in range(150):
+            started = time.monotonic()
+            claim = agent.claim_next(wait_ms=2000).claim
+            elapsed = time.monotonic() - started
+            assert claim is not None, f"iteration {i}: retried run never became claimable"
+            assert claim.run.attempt == i + 1
+            if elapsed > 1.0:
+                slow.append((i, round(elapsed, 2)))
+                break
+            agent.fail(run.id, claim.claim_token, "again")
+        assert slow == [], f"claim_next slept through the backoff (iteration, seconds): {slow}"
+
+
+def test_stale_fail_replay_cannot_end_a_newer_claim(daemon: ThreadDaemon, client: Client) -> None:
+    """Agent A fails with retry; B claims the re-queued run; A repeating its
+    fail (say, after a lost reply) must get lease_lost and leave B's claim alone."""
+    created = client.tasks_create("contested", start=True, max_attempts=3)
+    assert created.run is not None
+    run_id = created.run.id
+    with _agent(daemon, "agent-a") as a, _agent(daemon, "agent-b") as b:
+        first = a.claim_next().claim
+        assert first is not None
+        assert a.fail(run_id, first.claim_token, "oops").lease.status == "queued"
+        # While nobody holds the run, the repeated fail is answered as a replay.
+        assert a.fail(run_id, first.claim_token, "oops").lease.status == "queued"
+        second = b.claim_next(wait_ms=3000).claim
+        assert second is not None and second.run.id == run_id
+        with pytest.raises(errors.LeaseLost):
+            a.fail(run_id, first.claim_token, "oops")
+        assert b.heartbeat(run_id, second.claim_token).lease.status == "running"
+        assert b.complete(run_id, second.claim_token).lease.status == "completed"
+
+
+def test_event_payload_times_are_rfc3339(client: Client) -> None:
+    created = client.tasks_create("timed", start=True)
+    assert created.run is not None
+    claim = client.runs_claim(created.run.id, lease_ms=60_000)
+    events = client.tasks_get(created.task.id).task.events
+    claimed = next(e for e in events if e.event_type == "run.claimed")
+    assert claimed.payload["lease_until"] == claim.lease.lease_until
+    assert claimed.payload["lease_until"].endswith("Z") and "T" in claimed.payload["lease_until"]

@@ -158,10 +158,9 @@ class Tx:
         saving a statement per event).
         """
         cur = self.conn.execute(
-            "INSERT INTO events (id, event_type, task_id, run_id, actor_kind, actor_ref,"
-            " origin_kind, origin_ref, payload, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO events (event_type, task_id, run_id, actor_kind, actor_ref,"
+            " origin_kind, origin_ref, payload, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
             (
-                new_id("evt"),
                 event_type,
                 task_id,
                 run_id,
@@ -189,6 +188,11 @@ class Tx:
         d = self.effects.deadline
         if d is None or at_ms < d:
             self.effects.deadline = at_ms
+
+
+def event_id(seq: int) -> str:
+    """The wire id of the event with sequence ``seq`` (sortable, like seq)."""
+    return f"evt_{seq:012d}"
 
 
 def to_json(value: Any) -> str | None:

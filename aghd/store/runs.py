@@ -16,6 +16,7 @@ from typing import Any
 from agh.errors import Conflict, Forbidden, LeaseLost, NotFound
 from agh.protocol import PRIORITY_RANK
 from aghd.store.db import Caller, Tx, new_id, to_json
+from aghd.timefmt import ts
 
 ACTIVE = ("claimed", "starting", "running")
 
@@ -89,13 +90,14 @@ def session_row(tx: Tx, session_id: str | None) -> sqlite3.Row | None:
     return tx.one("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
 
 
-def next_deadline(tx: Tx) -> int | None:
-    """Earliest lease expiry or delayed-run due time (both indexed)."""
+def next_deadline(tx: Tx, due_after: int) -> int | None:
+    """Earliest lease expiry, or due time of a delayed run due after
+    ``due_after`` (both indexed)."""
     lease = tx.scalar("SELECT min(lease_until) FROM runs WHERE lease_until IS NOT NULL")
     due = tx.scalar(
         "SELECT min(available_at) FROM runs"
         " WHERE status = 'queued' AND available_at > queued_at AND available_at > ?",
-        (tx.now,),
+        (due_after,),
     )
     times = [t for t in (lease, due) if t is not None]
     return min(times) if times else None
@@ -264,7 +266,11 @@ def _take(
         caller,
         task_id=run["task_id"],
         run_id=run_id,
-        payload={"attempt": run["attempt"], "session_id": session_id, "lease_until": lease_until},
+        payload={
+            "attempt": run["attempt"],
+            "session_id": session_id,
+            "lease_until": ts(lease_until),
+        },
         touch=False,
     )
     tx.deadline(lease_until)
@@ -384,16 +390,25 @@ def _fenced(tx: Tx, run_id: str, token_hash: str, replay_reason: str | None = No
     live = current is not None and hmac.compare_digest(current, token_hash)
     if live and run["status"] in ACTIVE:
         return run
-    claim = tx.one(
-        "SELECT ended_at, end_reason FROM claims WHERE token_hash = ? AND run_id = ?",
-        (token_hash, run_id),
+    claim = next(
+        (
+            c
+            for c in tx.all(
+                "SELECT token_hash, ended_at, end_reason FROM claims WHERE run_id = ?", (run_id,)
+            )
+            if hmac.compare_digest(c["token_hash"], token_hash)
+        ),
+        None,
     )
     if claim is None:
         raise Forbidden(
             f"claim_token does not match any claim of run {run_id}",
             {"run_id": run_id, "hint": "use the claim_token returned by your claim"},
         )
-    if replay_reason is not None and claim["end_reason"] == replay_reason:
+    # A replay is only an answer while nobody holds the run since: once another
+    # agent claimed it, the old token's retry must not touch the new claim.
+    replay = replay_reason is not None and claim["end_reason"] == replay_reason
+    if replay and run["status"] not in ACTIVE:
         return run
     reason = claim["end_reason"] or "superseded"
     raise LeaseLost(
@@ -555,7 +570,7 @@ def fail_run(
             caller,
             task_id=run["task_id"],
             run_id=run_id,
-            payload={"error": error, "attempt": run["attempt"], "available_at": due},
+            payload={"error": error, "attempt": run["attempt"], "available_at": ts(due)},
         )
         tx.deadline(due)
         return updated
@@ -674,7 +689,7 @@ def expire_leases(tx: Tx, caller: Caller) -> int:
             run_id=run["id"],
             payload={
                 "attempt": run["attempt"],
-                "lease_until": run["lease_until"],
+                "lease_until": ts(run["lease_until"]),
                 "outcome": "requeued" if requeue else "failed",
             },
         )

@@ -135,7 +135,8 @@ CREATE TABLE claims (
     id              INTEGER PRIMARY KEY,
     run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     attempt         INTEGER NOT NULL,
-    token_hash      TEXT NOT NULL UNIQUE,
+    -- Not UNIQUE: tokens are 256-bit random, and lookups go by run_id.
+    token_hash      TEXT NOT NULL,
     claimed_by_kind TEXT,
     claimed_by_ref  TEXT,
     session_id      TEXT,
@@ -147,10 +148,10 @@ CREATE INDEX claims_run ON claims (run_id, id);
 CREATE INDEX claims_session_active ON claims (session_id) WHERE ended_at IS NULL;
 
 -- Every state change writes one row here in its own transaction; seq is the
--- global, strictly increasing stream sequence.
+-- global, strictly increasing stream sequence. The wire id (evt_…) is derived
+-- from seq, so no second unique index is paid on every write.
 CREATE TABLE events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT NOT NULL UNIQUE,
     event_type  TEXT NOT NULL,
     task_id     TEXT,
     run_id      TEXT,
