@@ -554,3 +554,16 @@ def test_event_payload_times_are_rfc3339(client: Client) -> None:
     claimed = next(e for e in events if e.event_type == "run.claimed")
     assert claimed.payload["lease_until"] == claim.lease.lease_until
     assert claimed.payload["lease_until"].endswith("Z") and "T" in claimed.payload["lease_until"]
+
+
+def test_operator_complete_fences_the_holder(daemon: ThreadDaemon, client: Client) -> None:
+    created = client.tasks_create("overridden", start=True)
+    assert created.run is not None
+    with _agent(daemon, "holder") as agent:
+        claim = agent.claim_next().claim
+        assert claim is not None
+        client.runs_complete(created.run.id, result={"by": "operator"})
+        with pytest.raises(errors.LeaseLost) as lost:
+            agent.complete(created.run.id, claim.claim_token, result={"by": "agent"})
+        assert lost.value.details["reason"] == "completed_by_operator"
+    assert client.runs_get(created.run.id).run.run.result == {"by": "operator"}

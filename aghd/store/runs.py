@@ -532,7 +532,9 @@ def complete_run(
         (to_json(result), now, run_id),
     )
     assert updated is not None
-    _end_claim(tx, run_id, "completed")
+    # An operator override ends the holder's claim with its own reason, so the
+    # agent's later complete is lease_lost, not a silent "replay".
+    _end_claim(tx, run_id, "completed" if token_hash is not None else "completed_by_operator")
     tx.execute(
         "UPDATE tasks SET status = 'completed', closed_at = ?, updated_at = ?,"
         " last_activity_at = ? WHERE id = ?",
@@ -561,7 +563,7 @@ def fail_run(
         run = _fenced(tx, run_id, token_hash, replay_reason="failed")
         if run["status"] not in ACTIVE:
             return run
-    _end_claim(tx, run_id, "failed")
+    _end_claim(tx, run_id, "failed" if token_hash is not None else "failed_by_operator")
     if retry and run["attempt"] < run["max_attempts"]:
         due = tx.now + backoff.delay(run["attempt"])
         updated = _requeue(tx, run, available_at=due, error=error)
