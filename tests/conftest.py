@@ -175,6 +175,29 @@ def wait_for_socket(
     raise TimeoutError(f"no daemon on {path}")
 
 
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Daemon subprocesses a test starts: killed if still running, pipes closed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            stop_process(proc, signal.SIGKILL)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def wait_run_status(c: Client, run_id: str, status: str, timeout: float = 4.0) -> Any:
+    """Poll ``runs.get`` until the run has ``status`` (or time runs out); return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = c.runs_get(run_id).run.run
+        if run.status == status or time.monotonic() > deadline:
+            return run
+        time.sleep(0.02)
+
+
 def stop_process(
     proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20
 ) -> int:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from conftest import spawn_daemon, stop_process
@@ -28,19 +27,6 @@ class Paths:
 @pytest.fixture
 def paths(short_dir: str) -> Paths:
     return Paths(short_dir)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Every daemon a test starts; any still running at the end is killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            stop_process(proc, signal.SIGKILL)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def _all_task_ids(c: Client) -> set[str]:

@@ -7,23 +7,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from conftest import ThreadDaemon, spawn_daemon, stop_process
+from conftest import ThreadDaemon, spawn_daemon, stop_process, wait_run_status
 
 from agh import errors
 from agh.client import Client
-
-
-def _poll_run(c: Client, run_id: str, want: str, timeout: float = 4.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = c.runs_get(run_id).run.run
-        if run.status == want or time.monotonic() > deadline:
-            return run
-        time.sleep(0.05)
 
 
 def test_expired_lease_requeues_run(daemon: ThreadDaemon, client: Client) -> None:
@@ -33,7 +22,7 @@ def test_expired_lease_requeues_run(daemon: ThreadDaemon, client: Client) -> Non
         claim = agent.claim_next(lease_ms=1000).claim
         assert claim is not None and claim.run.attempt == 1
         claimed_at = time.monotonic()
-        run = _poll_run(client, claim.run.id, "queued")
+        run = wait_run_status(client, claim.run.id, "queued")
         # Promised: within one second of the lease running out.
         assert run.status == "queued", run
         assert time.monotonic() - claimed_at < 3.0
@@ -70,7 +59,7 @@ def test_expired_lease_without_attempts_left_fails(daemon: ThreadDaemon, client:
     created = client.tasks_create("one shot", start=True, max_attempts=1)
     assert created.run is not None
     claim = client.runs_claim(created.run.id, lease_ms=1000)
-    run = _poll_run(client, created.run.id, "failed")
+    run = wait_run_status(client, created.run.id, "failed")
     assert run.status == "failed", run
     assert run.error == "lease expired"
     assert run.ended_at is not None
@@ -92,7 +81,7 @@ def test_heartbeat_keeps_lease_alive(client: Client) -> None:
         time.sleep(0.3)
     assert client.runs_get(created.run.id).run.run.status == "running"
     # Once the heartbeats stop, the (short) lease runs out again.
-    run = _poll_run(client, created.run.id, "failed")
+    run = wait_run_status(client, created.run.id, "failed")
     assert run.status == "failed" and run.error == "lease expired"
 
 
@@ -131,19 +120,6 @@ def test_lease_ms_bounds(client: Client) -> None:
     with pytest.raises(errors.InvalidParams):
         client.claim_next(lease_ms=86_400_001)
     assert client.runs_get(created.run.id).run.run.status == "queued"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Daemon subprocesses started by a test: killed and their pipes closed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            stop_process(proc, signal.SIGKILL)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.mark.slow

@@ -18,15 +18,6 @@ def _agent(daemon: ThreadDaemon, name: str) -> Client:
     return daemon.client(agent_name=name)
 
 
-def _wait_status(c: Client, run_id: str, status: str, timeout: float = 4) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = c.runs_get(run_id).run.run
-        if run.status == status or time.monotonic() > deadline:
-            return run
-        time.sleep(0.02)
-
-
 # -- the happy path ------------------------------------------------------------------------
 
 
