@@ -154,30 +154,52 @@ class Committer:
     # -- on the writer thread ----------------------------------------------
 
     def _run_batch(self, batch: list[_Job]) -> Committed:
+        """BEGIN, run every job, COMMIT; a failing job is rolled back alone.
+
+        First without savepoints (they cost ~17% of store throughput); if any
+        job raises, the whole uncommitted transaction is rolled back — nothing
+        of it was ever visible — and the batch runs again with a savepoint
+        per job, so only the failing job's work is undone.
+        """
+        try:
+            effects = self._execute(batch, isolate=False)
+        except _JobFailed:
+            effects = self._execute(batch, isolate=True)
+        # None: BEGIN or COMMIT failed and every job carries that error.
+        return Committed() if effects is None else effects
+
+    def _execute(self, batch: list[_Job], *, isolate: bool) -> Committed | None:
         conn = self.writer
         effects = Committed()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            return self._fail_all(batch, exc)
+            self._fail_all(batch, exc)
+            return None
         for job in batch:
             tx = Tx(conn, now_ms())
-            conn.execute("SAVEPOINT job")
+            if isolate:
+                conn.execute("SAVEPOINT job")
             try:
                 job.result = job.fn(tx, *job.args)
             except BaseException as exc:
+                if not isolate:
+                    conn.execute("ROLLBACK")
+                    raise _JobFailed from None
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
                 job.error = exc if isinstance(exc, AghError) else _internal(exc)
                 continue
-            conn.execute("RELEASE job")
+            if isolate:
+                conn.execute("RELEASE job")
             effects.merge(tx.effects)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            return self._fail_all(batch, exc)
+            self._fail_all(batch, exc)
+            return None
         return effects
 
     def _fail_all(self, batch: list[_Job], exc: BaseException) -> Committed:
@@ -203,6 +225,10 @@ class Committer:
             raise _internal(exc) from exc
         finally:
             conn.execute("COMMIT")
+
+
+class _JobFailed(Exception):
+    """A job raised in a batch run without savepoints: re-run with them."""
 
 
 def _internal(exc: BaseException) -> AghError:

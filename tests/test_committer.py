@@ -1,0 +1,57 @@
+"""Group commit: a failing job is undone alone, its batch-mates commit."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import anyio
+import pytest
+
+from agh.errors import Conflict, InternalError
+from aghd.committer import Committer
+from aghd.store.db import Tx
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _insert(tx: Tx, key: str, fail: BaseException | None = None) -> str:
+    tx.execute("INSERT INTO meta (key, value) VALUES (?, 1)", (key,))
+    if fail is not None:
+        raise fail
+    return key
+
+
+@pytest.mark.anyio
+async def test_failing_job_is_rolled_back_alone(short_dir: str) -> None:
+    path = os.path.join(short_dir, "c.db")
+    committer = Committer(path)
+    results: dict[str, object] = {}
+
+    async def write(key: str, fail: BaseException | None = None) -> None:
+        try:
+            results[key] = await committer.write(_insert, key, fail)
+        except Exception as exc:
+            results[key] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(committer.run)
+        async with anyio.create_task_group() as writers:
+            # Queued together, so they share one batch.
+            writers.start_soon(write, "a")
+            writers.start_soon(write, "bad", Conflict("no"))
+            writers.start_soon(write, "b")
+            writers.start_soon(write, "bug", ValueError("boom"))
+            writers.start_soon(write, "c")
+        committer.close()
+    committer.shutdown()
+
+    assert results["a"] == "a" and results["b"] == "b" and results["c"] == "c"
+    assert isinstance(results["bad"], Conflict)
+    assert isinstance(results["bug"], InternalError)  # a non-agh exception is a bug
+    keys = {r[0] for r in sqlite3.connect(path).execute("SELECT key FROM meta")}
+    assert {"a", "b", "c"} <= keys and not {"bad", "bug"} & keys
+    assert committer.batches <= 2  # the five jobs really were grouped
