@@ -318,6 +318,7 @@ class TasksCreateParams(Params, kw_only=True):
     # agh: `start` requests a run right away; `input` is handed to that run.
     start: bool = False
     input: Any = None
+    # A repeated create with the same key returns the first task (and run).
     idempotency_key: NonEmpty | None = None
 
 

@@ -147,3 +147,13 @@ def test_fail_retry_after_final_failure(client: Client) -> None:
     assert first.lease.status == again.lease.status == "failed"
     with pytest.raises(errors.LeaseLost):
         client.complete(run.id, claim.claim_token)
+
+
+def test_tasks_create_repeated_with_key_returns_the_same_task_and_run(client: Client) -> None:
+    first = client.tasks_create("once", start=True, idempotency_key="create-1")
+    again = client.tasks_create("once", start=True, idempotency_key="create-1")
+    assert again.task.id == first.task.id
+    assert first.run is not None and again.run is not None and again.run.id == first.run.id
+    other = client.tasks_create("once", start=True, idempotency_key="create-2")
+    assert other.task.id != first.task.id
+    assert len(client.tasks_list(query="once").tasks) == 2

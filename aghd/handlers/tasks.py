@@ -61,9 +61,18 @@ async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
         draft=params.draft,
         approval_policy=params.approval_policy,
         parent_task_id=params.parent_task_id,
+        idempotency_key=params.idempotency_key,
     )
 
     def do(tx: Tx) -> store.Started:
+        key = params.idempotency_key
+        existing = None if key is None else store.task_by_idempotency_key(tx, key)
+        if existing is not None:
+            # A repeat (the first reply was lost): the same task, and the run
+            # its first create started, if any.
+            return store.Started(
+                existing, runs_store.run_by_idempotency_key(tx, existing["id"], key)
+            )
         row = store.create_task(tx, caller, new)
         if params.start and not params.draft:
             return store.start_task(

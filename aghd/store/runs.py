@@ -80,6 +80,10 @@ def list_runs(
     return tx.all(sql, args)
 
 
+def run_by_idempotency_key(tx: Tx, task_id: str, key: str) -> sqlite3.Row | None:
+    return tx.one("SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ?", (task_id, key))
+
+
 def open_run_for_task(tx: Tx, task_id: str) -> sqlite3.Row | None:
     return tx.one("SELECT * FROM runs WHERE task_id = ? AND ended_at IS NULL", (task_id,))
 

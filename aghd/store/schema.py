@@ -68,6 +68,8 @@ CREATE TABLE tasks (
     run_requested    INTEGER NOT NULL DEFAULT 0,
     requested_input  TEXT,
     requested_key    TEXT,
+    -- tasks.create with an idempotency_key: a repeat returns this task.
+    idempotency_key  TEXT,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     closed_at        INTEGER,
@@ -76,6 +78,8 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_status ON tasks (status, id);
 CREATE INDEX tasks_parent ON tasks (parent_task_id, id);
 CREATE INDEX tasks_workspace ON tasks (workspace_id, id);
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE runs (
     id               TEXT PRIMARY KEY,

@@ -34,6 +34,7 @@ class NewTask:
     draft: bool
     approval_policy: str
     parent_task_id: str | None
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +92,10 @@ def subtree_ids(tx: Tx, task_id: str) -> list[str]:
 # -- create -----------------------------------------------------------------
 
 
+def task_by_idempotency_key(tx: Tx, key: str) -> sqlite3.Row | None:
+    return tx.one("SELECT * FROM tasks WHERE idempotency_key = ?", (key,))
+
+
 def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
     """Insert a task (identifier assigned here) and its ``task.created`` event."""
     workspace = None
@@ -120,8 +125,9 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
         "INSERT INTO tasks (id, identifier, title, description, scope, workspace_id, owner_kind,"
         " owner_ref, created_by_kind, created_by_ref, origin_kind, origin_ref, priority,"
         " network_channel, max_attempts, metadata, draft, status, approval_policy,"
-        " approval_state, blocking_reason, parent_task_id, created_at, updated_at,"
-        " last_activity_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " approval_state, blocking_reason, parent_task_id, idempotency_key, created_at,"
+        " updated_at, last_activity_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         " RETURNING *",
         (
             task_id,
@@ -146,6 +152,7 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
             approval_state,
             blocking,
             parent_id,
+            new.idempotency_key,
             now,
             now,
             now,
@@ -172,10 +179,7 @@ def start_task(
     the same ``idempotency_key`` returns the run it made."""
     task = find_task(tx, ref)
     if idempotency_key is not None:
-        existing = tx.one(
-            "SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ?",
-            (task["id"], idempotency_key),
-        )
+        existing = runs_store.run_by_idempotency_key(tx, task["id"], idempotency_key)
         if existing is not None:
             return Started(task, existing)
         if task["run_requested"] and task["requested_key"] == idempotency_key:
