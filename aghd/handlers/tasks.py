@@ -67,7 +67,7 @@ async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
     def do(tx: Tx) -> store.Started:
         key = params.idempotency_key
         existing = None if key is None else store.task_by_idempotency_key(tx, key)
-        if existing is not None:
+        if key is not None and existing is not None:
             # A repeat (the first reply was lost): the same task, and the run
             # its first create started, if any.
             return store.Started(
