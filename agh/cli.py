@@ -11,6 +11,7 @@ uvloop or yaml. The client is imported inside the command that connects.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -158,6 +159,12 @@ class AghGroup(click.Group):
             return super().invoke(ctx)
         except AghError as exc:
             raise click.exceptions.Exit(report_error(exc)) from None
+        except BrokenPipeError:
+            # `agh ls | head`: the reader left; not an error worth a traceback.
+            # Point stdout at /dev/null so the interpreter's final flush is quiet.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(EXIT_OK) from None
 
 
 @contextmanager
