@@ -36,8 +36,6 @@ SessionState = Literal["connected", "disconnected"]
 
 PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 ACTIVE_RUN_STATUSES = ("claimed", "starting", "running")
-OPEN_RUN_STATUSES = ("queued", *ACTIVE_RUN_STATUSES)
-TERMINAL_TASK_STATUSES = ("completed", "failed", "canceled")
 
 # Bounded values used by several params.
 Limit = Annotated[int, Meta(ge=1, le=1000)]
@@ -511,7 +509,8 @@ class EmptyResult(Shape, kw_only=True):
 
 # -- JSON-RPC envelope ------------------------------------------------------
 
-RequestId = int | str | None
+# JSON-RPC ids: strings or numbers (a fractional one is discouraged but legal).
+RequestId = int | float | str | None
 
 
 class Request(Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -530,12 +529,6 @@ class Response(Struct):
     id: RequestId = None
     result: Any = UNSET
     error: Any = UNSET
-
-
-class Notification(Struct):
-    method: str
-    params: Any
-    jsonrpc: str = "2.0"
 
 
 encoder = msgspec.json.Encoder()

@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import stat
 from typing import IO, Any
 
@@ -66,8 +67,6 @@ class Daemon:
         self.server = Server(self)
         # session_id -> number of open connections bound to it
         self._session_connections: dict[str, int] = {}
-        # Hooks for later features (streams): called with each commit's effects.
-        self.commit_listeners: list[Any] = []
 
     # -- store access for handlers --------------------------------------------
 
@@ -86,8 +85,6 @@ class Daemon:
             self.work.notify()
         if effects.deadline is not None:
             self.scheduler.consider(effects.deadline)
-        for listener in self.commit_listeners:
-            listener(effects)
 
     # -- sessions and connections ----------------------------------------------
 
@@ -189,6 +186,12 @@ async def _bind(socket_path: str) -> anyio.abc.SocketListener:
     old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
     try:
         return await anyio.create_unix_listener(socket_path, mode=0o600)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {socket_path}: {exc}; choose another --socket "
+            "(Unix socket paths must be shorter than 108 bytes)",
+            {"socket": socket_path},
+        ) from None
     finally:
         os.umask(old)
 
@@ -224,7 +227,12 @@ async def serve(
     daemon: Daemon | None = None
     bound = False  # only a socket we bound is ours to remove
     try:
-        daemon = Daemon(config)
+        try:
+            daemon = Daemon(config)
+        except (RuntimeError, sqlite3.Error, OSError) as exc:
+            raise StartupError(
+                f"cannot open the database {config.db_path}: {exc}", {"db": config.db_path}
+            ) from None
         recovered = daemon.committer.write_sync(_recover)
         if recovered:
             log.info("recovered %d run(s) whose lease ran out while aghd was down", recovered)

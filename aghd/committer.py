@@ -183,9 +183,15 @@ class Committer:
             try:
                 job.result = job.fn(tx, *job.args)
             except BaseException as exc:
+                # A statement-level I/O error may already have rolled the whole
+                # transaction back: roll back only what is still open.
                 if not isolate:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise _JobFailed from None
+                if not conn.in_transaction:
+                    self._fail_all(batch, exc)
+                    return None
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
                 job.error = exc if isinstance(exc, AghError) else _internal(exc)
@@ -207,11 +213,7 @@ class Committer:
         for job in batch:
             if job.error is None:
                 job.result = None
-                job.error = InternalError(
-                    f"the database write failed and nothing was saved: {exc}; "
-                    "check disk space and permissions of the database, then retry",
-                    {"sqlite_error": str(exc)},
-                )
+                job.error = _write_failed(exc)
         return Committed()
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -232,5 +234,17 @@ class _JobFailed(Exception):
 
 
 def _internal(exc: BaseException) -> AghError:
+    if isinstance(exc, sqlite3.OperationalError):
+        # Disk full, I/O error, database locked by another program: not a bug.
+        log.error("database error: %s", exc)
+        return _write_failed(exc)
     log.error("store job failed", exc_info=exc)
     return InternalError.from_exception(exc)
+
+
+def _write_failed(exc: BaseException) -> InternalError:
+    return InternalError(
+        f"the database write failed and was not saved: {exc}; "
+        "check disk space and permissions of the database, then retry",
+        {"error": str(exc)},
+    )

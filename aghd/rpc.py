@@ -36,8 +36,6 @@ class ConnectionState:
         self.user = user
         self.caller = Caller("human", user, "uds")
         self.session_id: str | None = None
-        # Writes one already-encoded line to the peer (serialised).
-        self.send: Callable[[bytes], Awaitable[None]] | None = None
         # Set when the peer will send no more requests (EOF or shutdown).
         self.closed = anyio.Event()
 
@@ -78,6 +76,7 @@ def method(name: str, params_type: type[P]) -> Callable[[Handler], Handler]:
 
 
 _PATH = re.compile(r" - at `\$(.*)`$")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 
 
 def decode_params(m: Method, raw: bytes) -> Any:
@@ -88,6 +87,9 @@ def decode_params(m: Method, raw: bytes) -> Any:
         text = str(exc)
         match = _PATH.search(text)
         path = "$.params" + (match.group(1) if match else "")
+        unknown = _UNKNOWN.search(text)
+        if unknown:  # msgspec reports the object's path; name the field itself
+            path += "." + unknown.group(1)
         message = _PATH.sub("", text)
         raise InvalidParams(
             f"invalid params for {m.name}: {message} (at {path})",

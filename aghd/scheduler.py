@@ -14,10 +14,13 @@ from typing import Any
 
 import anyio
 
+from agh.errors import AghError
 from aghd.store import runs as runs_store
 from aghd.store.db import DAEMON, now_ms
 
 log = logging.getLogger("aghd.scheduler")
+
+_RETRY_S = 1.0
 
 
 class WorkSignal:
@@ -62,6 +65,16 @@ class Scheduler:
             self._poke.set()
 
     async def run(self) -> None:
+        """Loop forever; a failed read or write (database locked by another
+        program, disk full) is logged and retried, never fatal."""
+        while True:
+            try:
+                await self._step()
+            except AghError as exc:
+                log.error("scheduler: %s; retrying in %.0f s", exc.message, _RETRY_S)
+                await anyio.sleep(_RETRY_S)
+
+    async def _step(self) -> None:
         while True:
             self._poke = anyio.Event()
             deadline = await self._read(runs_store.next_deadline, self._announced)

@@ -14,6 +14,7 @@ than grow the daemon's memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import pwd
@@ -25,7 +26,14 @@ import anyio
 import anyio.abc
 import msgspec
 
-from agh.errors import AghError, InternalError, InvalidRequest, MethodNotFound, ParseError
+from agh.errors import (
+    AghError,
+    Busy,
+    InternalError,
+    InvalidRequest,
+    MethodNotFound,
+    ParseError,
+)
 from agh.protocol import Request, Response, UnsetType, any_decoder, encoder, request_decoder
 from aghd.rpc import REGISTRY, ConnectionState, Context, decode_params
 
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("aghd.server")
 
 _PEERCRED = struct.Struct("3i")
+# A batch runs as one unit (its reply is one line): keep both bounded.
+MAX_BATCH = 1000
 _NEWLINE = b"\n"
 
 
@@ -75,6 +85,8 @@ class _Connection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self.reading = True
         self.writable = True
+        # The latest session.hello in flight: later requests wait for it.
+        self.hello: asyncio.Task[None] | None = None
         self.stopped = False  # no more requests will be read
 
     # -- asyncio callbacks ----------------------------------------------------
@@ -87,17 +99,22 @@ class _Connection(asyncio.Protocol):
             tr.abort()
             return
         self.state = ConnectionState(*peer)
-        self.state.send = self.send
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.stopped or self.state is None:
             return
+        self.buffer += data
+        self._drain_lines()
+
+    def _drain_lines(self) -> None:
+        """Start requests for complete lines, up to the in-flight limit; the
+        rest wait in the buffer (and reading pauses) until requests finish."""
         buf = self.buffer
-        buf += data
         max_line = self.server.config.max_line_bytes
+        limit = self.server.config.max_inflight_per_connection
         start = 0
-        while True:
+        while len(self.tasks) < limit and not self.stopped:
             end = buf.find(b"\n", start)
             if end < 0:
                 break
@@ -109,8 +126,9 @@ class _Connection(asyncio.Protocol):
                 self._spawn(line)
         if start:
             del buf[:start]
-        if len(buf) > max_line:
-            self._too_long(max_line)
+        if len(buf) > max_line and buf.find(b"\n") < 0:
+            return self._too_long(max_line)
+        self._update_reading()
 
     def eof_received(self) -> bool:
         # Half-closed: the client sends no more, but replies still go out.
@@ -139,9 +157,14 @@ class _Connection(asyncio.Protocol):
 
     # -- ours -----------------------------------------------------------------
 
-    async def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+    def refuse_buffered(self) -> None:
+        """Shutdown: answer complete lines not yet started with ``busy``."""
+        lines = bytes(self.buffer).split(b"\n")[:-1]
+        self.buffer.clear()
+        exc = Busy("aghd is shutting down; retry once it is back", {"hint": "retry later"})
+        for line in lines:
+            if line.strip() and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(_error_bytes(_salvage_id(line), exc))
 
     def stop_reading(self) -> None:
         """No more requests from this connection (EOF, error or shutdown)."""
@@ -154,12 +177,18 @@ class _Connection(asyncio.Protocol):
     def _spawn(self, line: bytes) -> None:
         assert self.state is not None
         self.server.begin()
-        task = asyncio.get_running_loop().create_task(self._handle(line, self.state))
+        task = asyncio.get_running_loop().create_task(self._handle(line, self.state, self.hello))
         self.tasks.add(task)
         task.add_done_callback(self._done)
-        self._update_reading()
+        if b'"session.hello"' in line:
+            # Requests pipelined behind a hello must run as its session.
+            self.hello = task
 
-    async def _handle(self, line: bytes, state: ConnectionState) -> None:
+    async def _handle(
+        self, line: bytes, state: ConnectionState, hello: asyncio.Task[None] | None
+    ) -> None:
+        if hello is not None and not hello.done():
+            await asyncio.wait([hello])
         reply = await self.server.process(line, state)
         if reply is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
@@ -169,7 +198,10 @@ class _Connection(asyncio.Protocol):
         self.server.end()
         if not task.cancelled() and task.exception() is not None:
             log.error("request task failed", exc_info=task.exception())
-        self._update_reading()
+        if self.buffer and not self.stopped:
+            self._drain_lines()
+        else:
+            self._update_reading()
         if self.stopped:
             self._close_when_idle()
 
@@ -222,6 +254,15 @@ class Server:
             await anyio.sleep_forever()
         finally:
             self._server.close()
+            # close() (not abort) so replies already written still reach
+            # clients that read them; a client that never reads is cut off
+            # after a short grace.
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                while self.connections:
+                    await anyio.sleep(0.01)
             for conn in list(self.connections):
                 if conn.transport is not None:
                     conn.transport.abort()
@@ -232,6 +273,7 @@ class Server:
             self._server.close()
         for conn in list(self.connections):
             conn.stop_reading()
+            conn.refuse_buffered()
             conn._close_when_idle()
 
     async def wait_idle(self) -> None:
@@ -245,11 +287,7 @@ class Server:
         if uid != os.getuid() and uid not in self.config.allowed_uids:
             log.warning("refused connection from uid %d (not in allowed_uids)", uid)
             return None
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = str(uid)
-        return uid, user
+        return uid, _user_name(uid)
 
     def begin(self) -> None:
         if self.inflight == 0:
@@ -286,6 +324,12 @@ class Server:
         if not items:
             empty = InvalidRequest("empty batch", {"hint": "send at least one request"})
             return _error_bytes(None, empty)
+        if len(items) > MAX_BATCH:
+            big = InvalidRequest(
+                f"batch of {len(items)} requests; at most {MAX_BATCH} per batch",
+                {"max_batch": MAX_BATCH, "hint": "split the batch, or pipeline single requests"},
+            )
+            return _error_bytes(None, big)
         replies: list[bytes | None] = [None] * len(items)
 
         async def one(i: int, item: msgspec.Raw) -> None:
@@ -305,13 +349,15 @@ class Server:
         return b"[" + b",".join(present) + b"]\n"
 
     async def _call(self, req: Request, state: ConnectionState) -> bytes | None:
+        if req.jsonrpc != "2.0":
+            # Not a valid request, so not a notification either: always answered.
+            bad = InvalidRequest(
+                'jsonrpc must be "2.0"', {"field": "$.jsonrpc", "hint": 'send "jsonrpc":"2.0"'}
+            )
+            return _error_bytes(None if isinstance(req.id, UnsetType) else req.id, bad)
         notification = isinstance(req.id, UnsetType)
         rid = None if isinstance(req.id, UnsetType) else req.id
         try:
-            if req.jsonrpc != "2.0":
-                raise InvalidRequest(
-                    'jsonrpc must be "2.0"', {"field": "$.jsonrpc", "hint": 'send "jsonrpc":"2.0"'}
-                )
             m = REGISTRY.get(req.method)
             if m is None:
                 raise MethodNotFound(
@@ -320,15 +366,25 @@ class Server:
                 )
             params = decode_params(m, req.params)
             result = await m.handler(Context(self.daemon, state), params)
+            if notification:
+                return None
+            return encoder.encode(Response(id=rid, result=result)) + _NEWLINE
         except AghError as exc:
             return None if notification else _error_bytes(rid, exc)
         except Exception as exc:
             log.exception("method %s failed", req.method)
             err = InternalError.from_exception(exc)
             return None if notification else _error_bytes(rid, err)
-        if notification:
-            return None
-        return encoder.encode(Response(id=rid, result=result)) + _NEWLINE
+
+
+@functools.lru_cache(maxsize=64)
+def _user_name(uid: int) -> str:
+    # Cached: getpwuid may ask NSS (LDAP, sssd) and must not block the loop
+    # on every connection.
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _parse_error(exc: Exception) -> ParseError:

@@ -7,6 +7,7 @@ milliseconds.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from agh import protocol as p
@@ -193,8 +194,12 @@ def session(row: sqlite3.Row) -> p.Session:
     )
 
 
-def page(rows: list[Any], limit: int, key: str) -> tuple[list[Any], str | None]:
-    """Split ``limit + 1`` rows into the page and the next cursor."""
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1][key]
-    return rows, None
+def page(
+    rows: list[Any], limit: int, key: str | Callable[[Any], str]
+) -> tuple[list[Any], str | None]:
+    """Split ``limit + 1`` rows into the page and the next cursor (the key —
+    a column name or a function — of the page's last row)."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], key(last) if callable(key) else last[key]

@@ -9,7 +9,7 @@ from aghd import views
 from aghd.rpc import Context, method
 from aghd.store import runs as store
 from aghd.store.db import Tx
-from aghd.store.sessions import get_session
+from aghd.store.sessions import find_session, get_session
 from aghd.store.tasks import task_by_id
 from aghd.tokens import new_token
 
@@ -22,7 +22,7 @@ def _result(row: Any) -> p.RunResult:
 async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
     def do(tx: Tx) -> tuple[Any, Any, Any]:
         run = store.get_run(tx, params.id)
-        return run, task_by_id(tx, run["task_id"]), store.session_row(tx, run["session_id"])
+        return run, task_by_id(tx, run["task_id"]), find_session(tx, run["session_id"])
 
     run, task, session = await ctx.daemon.read(do)
     return p.RunDetailResult(

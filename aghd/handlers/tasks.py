@@ -118,10 +118,7 @@ async def list_tasks(ctx: Context, params: p.TasksListParams) -> p.TasksListResu
         query=params.query,
     )
     parts = await ctx.daemon.read(store.list_tasks_enriched, filters, params.limit, params.cursor)
-    next_cursor = None
-    if len(parts) > params.limit:
-        parts = parts[: params.limit]
-        next_cursor = parts[-1].task["id"]
+    parts, next_cursor = views.page(parts, params.limit, lambda x: x.task["id"])
     return p.TasksListResult(tasks=[_item(x) for x in parts], next_cursor=next_cursor)
 
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from agh.errors import Conflict, Forbidden, LeaseLost, NotFound
-from agh.protocol import PRIORITY_RANK
+from agh.protocol import ACTIVE_RUN_STATUSES, PRIORITY_RANK
 from aghd.store.db import Caller, Tx, new_id, to_json
+from aghd.store.sessions import get_session
 from aghd.timefmt import ts
 
-ACTIVE = ("claimed", "starting", "running")
+ACTIVE = ACTIVE_RUN_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +87,6 @@ def run_by_idempotency_key(tx: Tx, task_id: str, key: str) -> sqlite3.Row | None
 
 def open_run_for_task(tx: Tx, task_id: str) -> sqlite3.Row | None:
     return tx.one("SELECT * FROM runs WHERE task_id = ? AND ended_at IS NULL", (task_id,))
-
-
-def session_row(tx: Tx, session_id: str | None) -> sqlite3.Row | None:
-    if session_id is None:
-        return None
-    return tx.one("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
 
 
 def next_deadline(tx: Tx, due_after: int) -> int | None:
@@ -361,7 +356,9 @@ def claim_run(
     """Claim one named queued run (``runs.claim``)."""
     scope = None
     if idempotency_key is not None:
-        scope = "runs.claim:" + run_id
+        # Scoped to the claimant too: another session reusing the key must not
+        # be handed this claim's token.
+        scope = f"runs.claim:{run_id}:" + (session_id or f"{caller.actor_kind}:{caller.actor_ref}")
         replay = _replay_claim(tx, scope, idempotency_key, token_hash)
         if replay is not None:
             return replay
@@ -393,6 +390,12 @@ def _fenced(tx: Tx, run_id: str, token_hash: str, replay_reason: str | None = No
     current = run["claim_token_hash"]
     live = current is not None and hmac.compare_digest(current, token_hash)
     if live and run["status"] in ACTIVE:
+        if run["lease_until"] <= tx.now:
+            # Ran out, the reaper just has not got to it yet: lost all the same.
+            raise LeaseLost(
+                f"lease on run {run_id} was lost (expired); stop working on it",
+                {"run_id": run_id, "reason": "expired", "status": run["status"]},
+            )
         return run
     claim = next(
         (
@@ -481,11 +484,7 @@ def attach_session(tx: Tx, caller: Caller, run_id: str, session_id: str) -> sqli
             f"run {run_id} is {run['status']}; a session can attach only to an active run",
             {"run_id": run_id, "status": run["status"]},
         )
-    if session_row(tx, session_id) is None:
-        raise NotFound(
-            f"session {session_id} not found",
-            {"session_id": session_id, "hint": "create it with session.hello"},
-        )
+    get_session(tx, session_id)
     updated = tx.one(
         "UPDATE runs SET session_id = ?, status = 'running', started_at = coalesce(started_at, ?)"
         " WHERE id = ? RETURNING *",

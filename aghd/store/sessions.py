@@ -67,7 +67,14 @@ def disconnect_all(tx: Tx) -> int:
     ).rowcount
 
 
+def find_session(tx: Tx, session_id: str | None) -> sqlite3.Row | None:
+    if session_id is None:
+        return None
+    return tx.one("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
+
+
 def get_session(tx: Tx, session_id: str) -> sqlite3.Row:
+    """The session; raises NotFound."""
     row = tx.one("SELECT * FROM sessions WHERE session_id = ?", (session_id,))
     if row is None:
         raise NotFound(

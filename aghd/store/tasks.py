@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from agh.errors import Conflict, InvalidParams, NotFound
+from agh.protocol import PRIORITY_RANK
 from aghd.store import runs as runs_store
 from aghd.store.db import Caller, Tx, new_id, to_json
+from aghd.store.events import recent_task_events
 from aghd.store.workspaces import find_workspace, next_identifier, resolve_workspace
 
 
@@ -62,7 +64,10 @@ def find_task(tx: Tx, ref: str) -> sqlite3.Row:
 def task_by_id(tx: Tx, task_id: str) -> sqlite3.Row:
     row = tx.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
     if row is None:
-        raise NotFound(f"task {task_id} not found", {"task": task_id})
+        raise NotFound(
+            f"task {task_id} not found (deleted?)",
+            {"task": task_id, "hint": "list tasks with tasks.list (agh ls)"},
+        )
     return row
 
 
@@ -299,8 +304,6 @@ def update_task(tx: Tx, caller: Caller, ref: str, changes: dict[str, Any]) -> sq
         (*sets.values(), tx.now, task["id"]),
     )
     assert row is not None
-    from agh.protocol import PRIORITY_RANK
-
     tx.execute(
         "UPDATE runs SET priority_rank = ?, network_channel = ?, max_attempts = ?"
         " WHERE task_id = ? AND ended_at IS NULL",
@@ -373,8 +376,6 @@ def list_tasks_enriched(
 
 def task_detail(tx: Tx, ref: str, runs_limit: int = 100, events_limit: int = 100) -> DetailParts:
     """Everything ``tasks.get`` shows, read in one transaction."""
-    from aghd.store.events import recent_task_events
-
     task = find_task(tx, ref)
     (item,) = list_item_parts(tx, [task])
     return DetailParts(
