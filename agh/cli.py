@@ -141,7 +141,8 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 def report_error(exc: AghError) -> int:
     """Print a daemon error (and its hint) to stderr; return the exit code."""
     if isinstance(exc, DaemonUnreachable):
-        # Its message already names the socket and how to start aghd.
+        # Its message already names the socket, the cause (not running, no
+        # answer in time, permission denied) and what to do next.
         click.echo(f"agh: {exc.message}", err=True)
         return EXIT_UNAVAILABLE
     click.echo(f"agh: {exc.message}", err=True)
@@ -229,7 +230,9 @@ def main(socket_path: str | None) -> None:
           "agh: <message>" with a hint), or `agh claim` found no work
       2   usage error: unknown option, bad value, invalid JSON in
           --input/--result
-      69  no daemon answers on the socket (EX_UNAVAILABLE); start `aghd`
+      69  aghd cannot be reached on the socket (EX_UNAVAILABLE): it is
+          not running, did not answer in time, or the socket is not
+          yours; the message says which and what to do
 
     \b
     Example:
@@ -255,7 +258,7 @@ def main(socket_path: str | None) -> None:
     "--max-attempts",
     type=click.IntRange(1, 1000),
     metavar="N",
-    help="How many claims the run may take before the task fails.",
+    help="How many claims the run may take before the task fails. [default: 1]",
 )
 @click.option("--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run.")
 @click.option("--draft", is_flag=True, help="Create a draft: not published, no run.")
@@ -317,7 +320,11 @@ def add(
 @click.option("--priority", type=click.Choice(PRIORITIES), help="Only tasks of this priority.")
 @click.option("--channel", metavar="NAME", help="Only tasks on this network channel.")
 @click.option("--workspace", metavar="W", help="Only tasks of this workspace (path, id or key).")
-@click.option("--query", metavar="Q", help="Only tasks whose title or description match.")
+@click.option(
+    "--query",
+    metavar="Q",
+    help="Only tasks whose identifier is Q (T-42) or whose title contains Q.",
+)
 @click.option("--limit", type=click.IntRange(1, 1000), metavar="N", help="At most N tasks.")
 @click.option("--cursor", metavar="CURSOR", help="Continue a listing cut by --limit.")
 @click.option("--all", "include_drafts", is_flag=True, help="Include drafts.")
@@ -504,6 +511,19 @@ def indent(text: str, prefix: str = "  ") -> str:
     metavar="SECONDS",
     help="Lease length; renew it with `agh heartbeat`. [default: the daemon's, 300]",
 )
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Retrying with the same KEY (after a lost reply or a timeout) returns the same "
+    "run with a fresh token instead of claiming another.",
+)
+@click.option(
+    "--session",
+    "session_id",
+    metavar="ID",
+    help="Claim for this agent session (created by session.hello; it must exist). "
+    "The daemon's limit of one active claim per session then applies.",
+)
 @json_option
 @click.pass_context
 def claim(
@@ -512,6 +532,8 @@ def claim(
     workspace: str | None,
     wait: float,
     lease: float | None,
+    idempotency_key: str | None,
+    session_id: str | None,
     as_json: bool,
 ) -> None:
     """Claim the best queued run, as an agent.
@@ -520,9 +542,15 @@ def claim(
     Exits 1 with "no work available" on stderr when nothing is claimable
     (with --json, after printing {"claim": null}).
 
+    With --idempotency-key, a retry of the same command with the same key
+    (say, after a timeout or lost reply) gets the run it already claimed,
+    under a new token that replaces the old one, rather than a second run.
+    Once that claim has ended, the key is spent: use a new one.
+
     \b
     Example:
       agh claim --wait 30 --lease 600
+      agh claim --idempotency-key "job-$JOB_ID" --json
       export AGH_CLAIM_TOKEN=$(agh claim --json | jq -r .claim.claim_token)
     """
     fields: dict[str, Any] = {"wait_ms": seconds_to_ms(wait) or 0}
@@ -532,6 +560,10 @@ def claim(
         fields["workspace"] = workspace_ref(workspace)
     if lease is not None:
         fields["lease_ms"] = seconds_to_ms(lease)
+    if idempotency_key is not None:
+        fields["idempotency_key"] = idempotency_key
+    if session_id is not None:
+        fields["session_id"] = session_id
     with connect(ctx) as client:
         result = client.claim_next(**fields)
     if as_json:
@@ -575,7 +607,7 @@ def lease_line(lease: p.Lease) -> str:
     "--lease",
     type=click.FloatRange(1, 86_400),
     metavar="SECONDS",
-    help="New lease length from now. [default: the daemon's]",
+    help="New lease length from now. [default: the length last granted]",
 )
 @json_option
 @click.pass_context
@@ -584,7 +616,9 @@ def heartbeat(
 ) -> None:
     """Extend the lease on a claimed run.
 
-    The first heartbeat also moves the run from claimed to running.
+    The first heartbeat also moves the run from claimed to running. Without
+    --lease the lease is extended from now by the length last granted (the
+    claim's --lease, or the last heartbeat's), not by the daemon's default.
 
     \b
     Example:
@@ -620,7 +654,7 @@ def complete(ctx: click.Context, run_id: str, token: str, result_: Any, as_json:
 @click.option(
     "--no-retry",
     is_flag=True,
-    help="Fail the task now, even if attempts remain.",
+    help="Fail the run and its task now, even if attempts remain.",
 )
 @json_option
 @click.pass_context
@@ -629,8 +663,10 @@ def fail_(
 ) -> None:
     """Mark a claimed run failed (or retry it).
 
-    The run is queued again after a backoff while attempts remain, unless
-    --no-retry; otherwise the run and its task are failed.
+    The run is queued again after a backoff only while attempts remain (and
+    not with --no-retry); otherwise the run and its task are failed. Tasks
+    default to max_attempts 1, so by default a fail is final: create the
+    task with `agh add --max-attempts N` to allow retries.
 
     \b
     Example:

@@ -1,7 +1,8 @@
 """A small synchronous client: stdlib socket + msgspec, one typed method per RPC.
 
 Errors the daemon sends come back as the same ``agh.errors`` classes it
-raised; a missing daemon is ``DaemonUnreachable`` with the next step.
+raised; a missing, unreachable or unresponsive daemon is
+``DaemonUnreachable`` with a message naming the cause and the next step.
 
     from agh.client import Client
     with Client(agent_name="coder-1") as c:
@@ -39,9 +40,28 @@ _encoder = msgspec.json.Encoder()
 
 
 def unreachable_message(path: str, reason: str) -> str:
+    """Nothing listens on the socket: aghd is not running."""
     return (
         f"aghd is not running ({reason} at {path}). "
         "Start it with `aghd` or `systemctl --user start aghd`."
+    )
+
+
+def no_answer_message(path: str, timeout: float | None) -> str:
+    """aghd holds the socket but did not answer in time: busy or stuck."""
+    within = "in time" if timeout is None else f"within {timeout:g} seconds"
+    return (
+        f"aghd did not answer {within} on {path}; it may be overloaded or stuck. "
+        "Check it with `agh ping` or `journalctl --user -u aghd`, "
+        "or restart it with `systemctl --user restart aghd`."
+    )
+
+
+def permission_message(path: str) -> str:
+    """The socket exists but this user may not connect to it."""
+    return (
+        f"permission denied on the socket {path}: is it another user's daemon, "
+        "or the wrong --socket / AGH_SOCKET?"
     )
 
 
@@ -86,11 +106,18 @@ class Client:
         except FileNotFoundError:
             sock.close()
             raise DaemonUnreachable(unreachable_message(self.socket_path, "no socket")) from None
-        except (ConnectionRefusedError, PermissionError) as exc:
+        except ConnectionRefusedError as exc:
             sock.close()
             raise DaemonUnreachable(
                 unreachable_message(self.socket_path, exc.strerror or "connection refused")
             ) from None
+        except PermissionError:
+            sock.close()
+            raise DaemonUnreachable(permission_message(self.socket_path)) from None
+        except (TimeoutError, BlockingIOError):
+            # The daemon's accept backlog is full, or it never accepted in time.
+            sock.close()
+            raise DaemonUnreachable(no_answer_message(self.socket_path, self.timeout)) from None
         return sock
 
     def close(self) -> None:
@@ -111,7 +138,8 @@ class Client:
         rid = next(self._ids)
         payload = params if isinstance(params, msgspec.Raw) else params or {}
         data = _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": payload})
-        self._sock.settimeout(timeout if timeout is not None else self.timeout)
+        wait = timeout if timeout is not None else self.timeout
+        self._sock.settimeout(wait)
         try:
             self._sock.sendall(data + b"\n")
             while True:
@@ -127,9 +155,7 @@ class Client:
                 unreachable_message(self.socket_path, f"connection lost: {exc}")
             ) from None
         except TimeoutError:
-            raise DaemonUnreachable(
-                unreachable_message(self.socket_path, "no reply in time")
-            ) from None
+            raise DaemonUnreachable(no_answer_message(self.socket_path, wait)) from None
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"daemon sent an invalid reply: {exc}") from None
         finally:
@@ -185,6 +211,9 @@ class Client:
 
     def tasks_start(self, id: str, **fields: Any) -> p.TaskRunResult:
         return self.call("tasks.start", p.TasksStartParams(id=id, **fields), p.TaskRunResult)
+
+    def tasks_publish(self, id: str) -> p.TaskRunResult:
+        return self.call("tasks.publish", p.IdParams(id=id), p.TaskRunResult)
 
     def tasks_runs_enqueue(self, id: str, **fields: Any) -> p.TaskRunResult:
         return self.call("tasks.runs.enqueue", p.TasksStartParams(id=id, **fields), p.TaskRunResult)

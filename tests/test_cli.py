@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import typing
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import click
@@ -24,6 +26,8 @@ from agh.cli import (
     main,
     workspace_ref,
 )
+from agh.client import Client
+from agh.errors import DaemonUnreachable
 
 Agh = Callable[..., Result]
 
@@ -59,6 +63,15 @@ def claim(agh: Agh, *args: str) -> dict[str, Any]:
     got = ok_json(agh("claim", "--json", *args))["claim"]
     assert got is not None
     return got  # type: ignore[no-any-return]
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    """Seconds from one protocol timestamp (ISO 8601, ``Z``) to another."""
+
+    def parse(ts: str) -> datetime:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+    return (parse(later) - parse(earlier)).total_seconds()
 
 
 # -- the main path ------------------------------------------------------------------
@@ -208,6 +221,20 @@ def test_fail_no_retry_marks_task_failed(agh: Agh) -> None:
     assert "bad spec" in agh("show", created["task"]["identifier"]).stdout
 
 
+def test_fail_is_final_by_default(agh: Agh) -> None:
+    # Tasks default to max_attempts 1: without --max-attempts there is no retry.
+    created = add_task(agh, "one shot")
+    assert created["task"]["max_attempts"] == 1
+    got = claim(agh)
+    failed = ok_json(
+        agh("fail", got["run"]["id"], "--token", got["claim_token"], "--error", "nope", "--json")
+    )
+    assert failed["lease"]["status"] == "failed"
+    assert ok_json(agh("show", created["task"]["id"], "--json"))["task"]["task"]["status"] == (
+        "failed"
+    )
+
+
 def test_fail_with_attempts_left_requeues(agh: Agh) -> None:
     add_task(agh, "flaky", "--max-attempts", "2")
     got = claim(agh)
@@ -243,6 +270,50 @@ def test_release_requeues(agh: Agh) -> None:
     assert stale.stderr.startswith("agh: ")
 
 
+def test_heartbeat_without_lease_keeps_the_claimed_length(agh: Agh) -> None:
+    add_task(agh, "short lease")
+    got = claim(agh, "--lease", "120")
+    run_id, token = got["run"]["id"], got["claim_token"]
+    beat = ok_json(agh("heartbeat", run_id, "--token", token, "--json"))["lease"]
+    # Extended by the 120 s granted at the claim, not the daemon's default 300 s.
+    assert 119 <= seconds_between(beat["heartbeat_at"], beat["lease_until"]) <= 121
+    longer = ok_json(agh("heartbeat", run_id, "--token", token, "--lease", "600", "--json"))
+    again = ok_json(agh("heartbeat", run_id, "--token", token, "--json"))["lease"]
+    assert longer["lease"]["lease_until"] <= again["lease_until"]
+    assert 599 <= seconds_between(again["heartbeat_at"], again["lease_until"]) <= 601
+
+
+def test_claim_idempotency_key_returns_the_same_run_with_a_fresh_token(agh: Agh) -> None:
+    add_task(agh, "first")
+    add_task(agh, "second")
+    got = claim(agh, "--idempotency-key", "job-1")
+    retried = claim(agh, "--idempotency-key", "job-1")
+    assert retried["run"]["id"] == got["run"]["id"]
+    assert retried["claim_token"] != got["claim_token"]
+    # The fresh token replaces the old one, and the other task is still queued.
+    run_id = got["run"]["id"]
+    assert agh("heartbeat", run_id, "--token", got["claim_token"]).exit_code == 1
+    assert agh("heartbeat", run_id, "--token", retried["claim_token"]).exit_code == 0
+    other = claim(agh, "--idempotency-key", "job-2")
+    assert other["run"]["id"] != run_id and other["task"]["title"] != got["task"]["title"]
+
+
+def test_claim_for_a_session_holds_one_claim_at_a_time(agh: Agh, daemon: Any) -> None:
+    add_task(agh, "first")
+    add_task(agh, "second")
+    with daemon.client(agent_name="coder-1") as session_client:
+        session_id = session_client.session.session_id
+        got = claim(agh, "--session", session_id)
+        assert got["run"]["session_id"] == session_id
+        second = agh("claim", "--session", session_id)
+        assert second.exit_code == 1
+        assert "already holds" in second.stderr and got["run"]["id"] in second.stderr
+        # Without --session the CLI claims for itself, outside that limit.
+        assert claim(agh)["run"]["id"] != got["run"]["id"]
+    unknown = agh("claim", "--session", "no-such-session")
+    assert unknown.exit_code == 1 and unknown.stderr.startswith("agh: ")
+
+
 def test_wrong_token_exits_1_with_hint(agh: Agh) -> None:
     add_task(agh, "guarded")
     got = claim(agh)
@@ -268,6 +339,17 @@ def test_drafts_are_listed_only_with_all(agh: Agh) -> None:
     assert agh("ls", "-q", "--priority", "urgent").stdout.split() == [ident]
     assert agh("ls", "-q", "--status", "ready").stdout.split() == [ident]
     assert agh("ls", "-q", "--query", "real").stdout.split() == [ident]
+
+
+def test_query_matches_identifier_or_title_not_description(agh: Agh) -> None:
+    hit = add_task(agh, "Rotate the keys", "--description", "quarterly chore")
+    other = add_task(agh, "Something else")
+    ident = hit["task"]["identifier"]
+    assert agh("ls", "-q", "--query", "rotate").stdout.split() == [ident]
+    assert agh("ls", "-q", "--query", ident.lower()).stdout.split() == [ident]
+    assert agh("ls", "-q", "--query", "quarterly").stdout == ""
+    # The identifier must match whole: a prefix of it is only a title search.
+    assert other["task"]["identifier"] not in agh("ls", "-q", "--query", "T-").stdout.split()
     empty = agh("ls", "--status", "failed")
     assert empty.exit_code == 0 and empty.stdout == "" and "no tasks" in empty.stderr
 
@@ -339,6 +421,61 @@ def test_unreachable_daemon_exits_69(short_dir: str) -> None:
     assert "aghd" in result.stderr and sock in result.stderr
     # AGH_SOCKET selects the socket too.
     assert invoke("ping", env={"AGH_SOCKET": sock}).exit_code == 69
+
+
+def test_silent_daemon_times_out_with_a_no_answer_message(short_dir: str) -> None:
+    path = os.path.join(short_dir, "silent.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)  # accepted by the kernel, never answered
+        with Client(path, timeout=0.5) as client, pytest.raises(DaemonUnreachable) as caught:
+            client.server_info()
+    message = caught.value.message
+    assert "did not answer within 0.5 seconds" in message and path in message
+    assert "overloaded or stuck" in message and "agh ping" in message
+    assert "not running" not in message
+
+
+def test_permission_denied_names_the_socket_not_a_missing_daemon(
+    short_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root ignores a chmod 000 socket, so make connect() fail as it would for
+    # another user's daemon.
+    def denied(self: socket.socket, address: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "connect", denied)
+    path = os.path.join(short_dir, "agh.sock")
+    with pytest.raises(DaemonUnreachable) as caught:
+        Client(path)
+    message = caught.value.message
+    assert "permission denied" in message and path in message
+    assert "--socket" in message and "AGH_SOCKET" in message
+    assert "not running" not in message
+    result = invoke("--socket", path, "ls")
+    assert result.exit_code == EXIT_UNAVAILABLE
+    assert "permission denied" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may connect to any socket")
+def test_permission_denied_on_a_real_socket(short_dir: str) -> None:
+    path = os.path.join(short_dir, "agh.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        os.chmod(path, 0)
+        with pytest.raises(DaemonUnreachable, match="permission denied"):
+            Client(path)
+
+
+def test_missing_daemon_says_not_running(short_dir: str) -> None:
+    path = os.path.join(short_dir, "agh.sock")
+    with pytest.raises(DaemonUnreachable, match=r"not running .*Start it"):
+        Client(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(path)  # a socket file nobody listens on: connection refused
+    with pytest.raises(DaemonUnreachable, match=r"not running .*Start it"):
+        Client(path)
 
 
 # -- the real program ---------------------------------------------------------------

@@ -558,3 +558,23 @@ def test_operator_complete_fences_the_holder(daemon: ThreadDaemon, client: Clien
             agent.complete(created.run.id, claim.claim_token, result={"by": "agent"})
         assert lost.value.details["reason"] == "completed_by_operator"
     assert client.runs_get(created.run.id).run.run.result == {"by": "operator"}
+
+
+def test_draft_is_unclaimable_until_published(daemon: ThreadDaemon, client: Client) -> None:
+    draft = client.tasks_create("later", draft=True, start=True, input={"step": 1})
+    assert draft.task.status == "draft" and draft.run is None
+    with _agent(daemon, "eager") as agent:
+        assert agent.claim_next().claim is None
+        published = client.tasks_publish(draft.task.identifier)
+        assert published.task.draft is False and published.task.status == "ready"
+        assert published.run is not None and published.run.input == {"step": 1}
+        claim = agent.claim_next().claim
+        assert claim is not None and claim.run.id == published.run.id
+    with pytest.raises(errors.Conflict, match="not a draft"):
+        client.tasks_publish(draft.task.id)
+
+
+def test_manual_approval_is_refused_until_approve_exists(client: Client) -> None:
+    with pytest.raises(errors.InvalidParams) as bad:
+        client.tasks_create("gated", approval_policy="manual")
+    assert bad.value.details["field"] == "$.params.approval_policy"

@@ -42,6 +42,12 @@ async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
             "depends_on is not supported by this aghd yet",
             {"field": "$.params.depends_on", "hint": "create the task without dependencies"},
         )
+    if params.approval_policy == "manual":
+        # Until tasks.approve exists such a task could never run.
+        raise InvalidParams(
+            "approval_policy 'manual' is not supported by this aghd yet",
+            {"field": "$.params.approval_policy", "hint": "create the task with 'none'"},
+        )
     caller = ctx.caller
     owner = params.owner or p.Actor(caller.actor_kind, caller.actor_ref)  # type: ignore[arg-type]
     origin = params.origin or p.Origin(caller.origin_kind, caller.origin_ref)  # type: ignore[arg-type]
@@ -64,27 +70,13 @@ async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
         idempotency_key=params.idempotency_key,
     )
 
-    def do(tx: Tx) -> store.Started:
-        key = params.idempotency_key
-        existing = None if key is None else store.task_by_idempotency_key(tx, key)
-        if key is not None and existing is not None:
-            # A repeat (the first reply was lost): the same task, and the run
-            # its first create started, if any.
-            return store.Started(
-                existing, runs_store.run_by_idempotency_key(tx, existing["id"], key)
-            )
-        row = store.create_task(tx, caller, new)
-        if params.start and not params.draft:
-            return store.start_task(
-                tx,
-                caller,
-                row["id"],
-                idempotency_key=params.idempotency_key,
-                input_value=params.input,
-            )
-        return store.Started(row, None)
-
-    started = await ctx.daemon.write(do)
+    started = await ctx.daemon.write(
+        store.create_and_start,
+        caller,
+        new,
+        start=params.start,
+        input_value=params.input,
+    )
     return _task_run(started)
 
 
@@ -158,6 +150,12 @@ async def start(ctx: Context, params: p.TasksStartParams) -> p.TaskRunResult:
         input_value=params.input,
     )
     return _task_run(started)
+
+
+@method("tasks.publish", p.IdParams)
+async def publish(ctx: Context, params: p.IdParams) -> p.TaskRunResult:
+    """Make a draft live and enqueue its run (with the input of an earlier start)."""
+    return _task_run(await ctx.daemon.write(store.publish_task, ctx.caller, params.id))
 
 
 @method("tasks.runs.enqueue", p.TasksStartParams)

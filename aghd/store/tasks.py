@@ -173,14 +173,56 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
     return row
 
 
+def create_and_start(
+    tx: Tx, caller: Caller, new: NewTask, *, start: bool, input_value: Any
+) -> Started:
+    """``tasks.create``: a repeat with the same idempotency key returns the
+    first task and the run its first create started (the reply was lost)."""
+    key = new.idempotency_key
+    if key is not None:
+        existing = task_by_idempotency_key(tx, key)
+        if existing is not None:
+            return Started(existing, runs_store.run_by_idempotency_key(tx, existing["id"], key))
+    row = create_task(tx, caller, new)
+    if not start:
+        return Started(row, None)
+    return start_task(tx, caller, row["id"], idempotency_key=key, input_value=input_value)
+
+
+def publish_task(tx: Tx, caller: Caller, ref: str) -> Started:
+    """Draft → live, and its run is queued (PROTOCOL: publish enqueues work),
+    carrying the input and key of a start requested while it was a draft."""
+    task = find_task(tx, ref)
+    if not task["draft"]:
+        raise Conflict(
+            f"task {task['identifier']} is not a draft (it is {task['status']}); "
+            "nothing to publish",
+            {"task_id": task["id"], "status": task["status"]},
+        )
+    live = tx.one(
+        "UPDATE tasks SET draft = 0, status = 'pending', updated_at = ? WHERE id = ? RETURNING *",
+        (tx.now, task["id"]),
+    )
+    assert live is not None
+    tx.emit("task.published", caller, task_id=task["id"])
+    run = runs_store.enqueue_run(
+        tx,
+        caller,
+        live,
+        idempotency_key=task["requested_key"],
+        input_json=task["requested_input"],
+    )
+    return Started(task_by_id(tx, task["id"]), run)
+
+
 # -- start ------------------------------------------------------------------
 
 
 def start_task(
     tx: Tx, caller: Caller, ref: str, *, idempotency_key: str | None, input_value: Any
 ) -> Started:
-    """Request a run: queued now if the task can run, else remembered and
-    queued the moment the task becomes runnable. Repeating a request with
+    """Request a run: queued now if the task can run, else (a draft, or
+    blocked) remembered and queued the moment it is published or unblocked. Repeating a request with
     the same ``idempotency_key`` returns the run it made."""
     task = find_task(tx, ref)
     if idempotency_key is not None:
@@ -189,17 +231,13 @@ def start_task(
             return Started(task, existing)
         if task["run_requested"] and task["requested_key"] == idempotency_key:
             return Started(task, None)
-    if task["draft"]:
-        raise Conflict(
-            f"task {task['identifier']} is a draft; publish it to make it live and enqueue its run",
-            {"task_id": task["id"], "status": task["status"]},
-        )
-    if task["status"] == "blocked":
+    if task["draft"] or task["status"] == "blocked":
         if task["run_requested"]:
+            when = "published" if task["draft"] else f"unblocked ({task['blocking_reason']})"
             raise Conflict(
-                f"task {task['identifier']} is blocked ({task['blocking_reason']}) and already has "
-                "a run requested; it is queued when the task unblocks",
-                {"task_id": task["id"], "status": "blocked"},
+                f"task {task['identifier']} already has a run requested; it is queued when the "
+                f"task is {when}",
+                {"task_id": task["id"], "status": task["status"]},
             )
         updated = tx.one(
             "UPDATE tasks SET run_requested = 1, requested_input = ?, requested_key = ?,"
