@@ -11,9 +11,6 @@ from agh.errors import Busy
 from aghd import views
 from aghd.rpc import Context, method
 from aghd.store import runs as store
-from aghd.store.db import Tx
-from aghd.store.sessions import get_session
-from aghd.store.workspaces import find_workspace
 from aghd.tokens import hash_token, new_token
 
 
@@ -30,23 +27,21 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
     caller, session_id = d.claimant(ctx.conn, params.session_id)
     lease_ms = params.lease_ms or cfg.default_lease_ms
 
-    def attempt(tx: Tx) -> store.Claimed | None:
-        if params.session_id is not None:
-            get_session(tx, params.session_id)
-        workspace_id = None
-        if params.workspace is not None:
-            ws = find_workspace(tx, params.workspace)
-            workspace_id = None if ws is None else ws["id"]
-        filters = store.ClaimFilters(
-            network_channel=params.network_channel,
-            workspace_id=workspace_id,
-            scope=params.scope,
-            owner_kind=params.owner_kind,
-            owner_ref=params.owner_ref,
-            impossible=params.workspace is not None and workspace_id is None,
-        )
-        return store.claim_next_run(
-            tx,
+    filters = store.ClaimFilters(
+        network_channel=params.network_channel,
+        workspace=params.workspace,
+        scope=params.scope,
+        owner_kind=params.owner_kind,
+        owner_ref=params.owner_ref,
+    )
+
+    deadline = anyio.current_time() + params.wait_ms / 1000
+    while True:
+        # Take the signal before trying, so a run queued between our attempt
+        # and our wait still wakes us.
+        signal = d.work.current()
+        claimed = await d.write(
+            store.claim_next_run,
             caller,
             session_id=session_id,
             filters=filters,
@@ -54,14 +49,8 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
             token_hash=token_hash,
             idempotency_key=params.idempotency_key,
             max_claims_per_session=cfg.max_claims_per_session,
+            require_session=params.session_id is not None,
         )
-
-    deadline = anyio.current_time() + params.wait_ms / 1000
-    while True:
-        # Take the signal before trying, so a run queued between our attempt
-        # and our wait still wakes us.
-        signal = d.work.current()
-        claimed = await d.write(attempt)
         if claimed is not None:
             ws = claimed.task["workspace_id"]
             run = views.run(claimed.run, ws)

@@ -17,6 +17,7 @@ from agh.errors import Conflict, Forbidden, LeaseLost, NotFound
 from agh.protocol import ACTIVE_RUN_STATUSES, PRIORITY_RANK
 from aghd.store.db import Caller, Tx, new_id, to_json
 from aghd.store.sessions import get_session
+from aghd.store.workspaces import find_workspace
 from aghd.timefmt import ts
 
 ACTIVE = ACTIVE_RUN_STATUSES
@@ -25,12 +26,11 @@ ACTIVE = ACTIVE_RUN_STATUSES
 @dataclass(frozen=True, slots=True)
 class ClaimFilters:
     network_channel: str | None = None
-    workspace_id: str | None = None
+    # A workspace path, key, name or id; one that does not exist matches nothing.
+    workspace: str | None = None
     scope: str | None = None
     owner_kind: str | None = None
     owner_ref: str | None = None
-    # The workspace filter named a workspace that does not exist: match nothing.
-    impossible: bool = False
 
 
 @dataclass(slots=True)
@@ -286,12 +286,18 @@ def claim_next_run(
     token_hash: str,
     idempotency_key: str | None,
     max_claims_per_session: int,
+    require_session: bool = False,
 ) -> Claimed | None:
     """Atomically claim the best claimable run matching ``filters``, or None.
+
+    ``require_session``: the caller named ``session_id`` explicitly, so it
+    must exist (NotFound otherwise).
 
     Order: priority rank descending, then oldest ``queued_at``, then id —
     walking ``runs_claim`` (or ``runs_claim_channel``) in index order.
     """
+    if require_session and session_id is not None:
+        get_session(tx, session_id)
     scope = None
     if idempotency_key is not None:
         scope = "claim_next:" + (session_id or f"{caller.actor_kind}:{caller.actor_ref}")
@@ -299,9 +305,13 @@ def claim_next_run(
         if replay is not None:
             return replay
     _check_session_capacity(tx, session_id, max_claims_per_session)
-    if filters.impossible:
-        return None
-    row = tx.one(*claim_query(filters, tx.now))
+    workspace_id = None
+    if filters.workspace is not None:
+        workspace = find_workspace(tx, filters.workspace)
+        if workspace is None:
+            return None
+        workspace_id = workspace["id"]
+    row = tx.one(*claim_query(filters, tx.now, workspace_id))
     if row is None:
         return None
     return _take(
@@ -316,7 +326,9 @@ def claim_next_run(
     )
 
 
-def claim_query(filters: ClaimFilters, now: int) -> tuple[str, list[Any]]:
+def claim_query(
+    filters: ClaimFilters, now: int, workspace_id: str | None = None
+) -> tuple[str, list[Any]]:
     """The SQL that picks the next run; public so a test can EXPLAIN it."""
     where = ["r.status = 'queued'", "r.available_at <= ?"]
     args: list[Any] = [now]
@@ -325,7 +337,7 @@ def claim_query(filters: ClaimFilters, now: int) -> tuple[str, list[Any]]:
         args.append(filters.network_channel)
     task_filters = []
     for column, value in (
-        ("workspace_id", filters.workspace_id),
+        ("workspace_id", workspace_id),
         ("scope", filters.scope),
         ("owner_kind", filters.owner_kind),
         ("owner_ref", filters.owner_ref),
