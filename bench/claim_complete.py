@@ -171,23 +171,7 @@ def raw_rate(workdir: str, cycles: int, synchronous: str) -> float:
         conn.execute("COMMIT")
         return result
 
-    new = tasks.NewTask(
-        title="raw",
-        description=None,
-        scope=None,
-        workspace=None,
-        owner_kind="human",
-        owner_ref="bench",
-        origin_kind="cli",
-        origin_ref=None,
-        priority="medium",
-        network_channel=None,
-        max_attempts=1,
-        metadata=None,
-        draft=False,
-        approval_policy="none",
-        parent_task_id=None,
-    )
+    new = tasks.NewTask(title="raw", owner_kind="human", owner_ref="bench", origin_kind="cli")
 
     def create_many(tx: Tx, n: int) -> None:
         for _ in range(n):

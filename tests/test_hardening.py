@@ -82,23 +82,7 @@ def test_runs_claim_key_is_scoped_to_the_claimant(daemon: ThreadDaemon, client: 
 def test_expired_lease_is_fenced_before_the_reaper_runs(short_dir: str) -> None:
     conn = open_connection(os.path.join(short_dir, "f.db"))
     me = Caller("agent_session", "s", "agent_session")
-    new = NewTask(
-        title="t",
-        description=None,
-        scope=None,
-        workspace=None,
-        owner_kind="human",
-        owner_ref="me",
-        origin_kind="cli",
-        origin_ref=None,
-        priority="medium",
-        network_channel=None,
-        max_attempts=1,
-        metadata=None,
-        draft=False,
-        approval_policy="none",
-        parent_task_id=None,
-    )
+    new = NewTask(title="t", owner_kind="human", owner_ref="me", origin_kind="cli")
     tx = Tx(conn, 1_000_000)
     task = create_task(tx, me, new)
     start_task(tx, me, task["id"], idempotency_key=None, input_value=None)

@@ -21,21 +21,23 @@ from aghd.store.workspaces import find_workspace, next_identifier, resolve_works
 
 @dataclass(frozen=True, slots=True)
 class NewTask:
+    """A task to create; defaults are those of ``tasks.create``."""
+
     title: str
-    description: str | None
-    scope: str | None
-    workspace: str | None
     owner_kind: str
     owner_ref: str | None
     origin_kind: str
-    origin_ref: str | None
-    priority: str
-    network_channel: str | None
-    max_attempts: int
-    metadata: Any
-    draft: bool
-    approval_policy: str
-    parent_task_id: str | None
+    origin_ref: str | None = None
+    description: str | None = None
+    scope: str | None = None
+    workspace: str | None = None
+    priority: str = "medium"
+    network_channel: str | None = None
+    max_attempts: int = 1
+    metadata: Any = None
+    draft: bool = False
+    approval_policy: str = "none"
+    parent_task_id: str | None = None
     idempotency_key: str | None = None
 
 
