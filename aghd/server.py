@@ -163,7 +163,9 @@ class _Connection(asyncio.Protocol):
         self.buffer.clear()
         exc = Busy("aghd is shutting down; retry once it is back", {"hint": "retry later"})
         for line in lines:
-            if line.strip() and self.transport is not None and not self.transport.is_closing():
+            if not line.strip() or _is_notification(line):
+                continue  # a notification is never answered, not even with busy
+            if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(_error_bytes(_salvage_id(line), exc))
 
     def stop_reading(self) -> None:
@@ -375,6 +377,14 @@ class Server:
             log.exception("method %s failed", req.method)
             err = InternalError.from_exception(exc)
             return None if notification else _error_bytes(rid, err)
+
+
+def _is_notification(raw: bytes) -> bool:
+    try:
+        obj = any_decoder.decode(raw)
+    except _UNDECODABLE:
+        return False
+    return isinstance(obj, dict) and "id" not in obj
 
 
 @functools.lru_cache(maxsize=64)
