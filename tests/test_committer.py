@@ -55,3 +55,33 @@ async def test_failing_job_is_rolled_back_alone(short_dir: str) -> None:
     keys = {r[0] for r in sqlite3.connect(path).execute("SELECT key FROM meta")}
     assert {"a", "b", "c"} <= keys and not {"bad", "bug"} & keys
     assert committer.batches <= 2  # the five jobs really were grouped
+    assert committer.reruns >= 1  # "bad" and "bug" failed after writing
+
+
+def _refuse(tx: Tx) -> None:
+    raise Conflict("checked before writing")
+
+
+@pytest.mark.anyio
+async def test_job_failing_before_any_write_does_not_rerun_the_batch(short_dir: str) -> None:
+    path = os.path.join(short_dir, "r.db")
+    committer = Committer(path)
+    outcomes: list[object] = []
+
+    async def write(fn: object, *args: object) -> None:
+        try:
+            outcomes.append(await committer.write(fn, *args))  # type: ignore[arg-type]
+        except Conflict as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(committer.run)
+        async with anyio.create_task_group() as writers:
+            writers.start_soon(write, _insert, "x")
+            writers.start_soon(write, _refuse)
+            writers.start_soon(write, _insert, "y")
+        committer.close()
+    committer.shutdown()
+    assert "x" in outcomes and "y" in outcomes
+    assert any(isinstance(o, Conflict) for o in outcomes)
+    assert committer.reruns == 0
