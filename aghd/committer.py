@@ -2,16 +2,19 @@
 
 Owns the writer connection and the thread it runs on. Handlers call
 ``await committer.write(fn, *args)``; jobs that arrive while a commit is in
-flight wait for the next batch, which runs every job in its own SAVEPOINT
-inside one ``BEGIN IMMEDIATE`` … ``COMMIT``. A job's reply is released only
-after that COMMIT returned (with ``synchronous=FULL`` that is after fsync),
-so no reply ever announces a write that a crash could lose. A job that
-raises rolls back to its savepoint alone; its batch-mates still commit.
+flight wait for the next batch, which runs them all inside one
+``BEGIN IMMEDIATE`` … ``COMMIT``. A job's reply is released only after that
+COMMIT returned (with ``synchronous=FULL`` that is after fsync), so no reply
+ever announces a write that a crash could lose. A job that raises is undone
+alone; its batch-mates still commit (see ``_run_batch``).
 
 Reads use a second connection on their own thread (WAL lets them run while
 a commit is in flight) and see every write that has been acknowledged.
 
-Must not: contain SQL (store functions do), or know about JSON-RPC.
+This is the store's transaction owner (STYLE #2's ``transaction()``): it
+issues only BEGIN / SAVEPOINT / ROLLBACK / COMMIT, because one transaction
+spans many store calls. Must not: contain any other SQL (store functions
+do), or know about JSON-RPC.
 """
 
 from __future__ import annotations
