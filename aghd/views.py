@@ -43,8 +43,10 @@ def coordination_channel(
     )
 
 
-def run(row: sqlite3.Row, workspace_id: str | None = None) -> p.Run:
-    channel = coordination_channel(row, workspace_id)
+def run(
+    row: sqlite3.Row, workspace_id: str | None = None, channel: p.CoordinationChannel | None = None
+) -> p.Run:
+    channel = channel or coordination_channel(row, workspace_id)
     return p.Run(
         attempt=row["attempt"],
         claim_token_hash=row["claim_token_hash"],
@@ -73,8 +75,10 @@ def run(row: sqlite3.Row, workspace_id: str | None = None) -> p.Run:
     )
 
 
-def lease(row: sqlite3.Row, workspace_id: str | None = None) -> p.Lease:
-    channel = coordination_channel(row, workspace_id)
+def lease(
+    row: sqlite3.Row, workspace_id: str | None = None, channel: p.CoordinationChannel | None = None
+) -> p.Lease:
+    channel = channel or coordination_channel(row, workspace_id)
     return p.Lease(
         claim_token_hash=row["claim_token_hash"],
         claimed_by=actor(row["claimed_by_kind"], row["claimed_by_ref"]),
@@ -88,6 +92,12 @@ def lease(row: sqlite3.Row, workspace_id: str | None = None) -> p.Lease:
         task_id=row["task_id"],
         attempt=row["attempt"],
     )
+
+
+def claimed(row: sqlite3.Row, workspace_id: str | None) -> tuple[p.Run, p.Lease]:
+    """The run and lease of a claim reply, sharing one coordination channel."""
+    channel = coordination_channel(row, workspace_id)
+    return run(row, channel=channel), lease(row, channel=channel)
 
 
 def task_summary(row: sqlite3.Row) -> p.TaskSummary:

@@ -52,12 +52,11 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
             require_session=params.session_id is not None,
         )
         if claimed is not None:
-            ws = claimed.task["workspace_id"]
-            run = views.run(claimed.run, ws)
+            run, lease = views.claimed(claimed.run, claimed.task["workspace_id"])
             return p.ClaimNextResult(
                 claim=p.Claim(
                     coordination_channel=run.coordination_channel,
-                    lease=views.lease(claimed.run, ws),
+                    lease=lease,
                     run=run,
                     task=views.task_summary(claimed.task),
                     claim_token=token,

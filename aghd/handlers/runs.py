@@ -9,7 +9,7 @@ from aghd import views
 from aghd.rpc import Context, method
 from aghd.store import runs as store
 from aghd.store.db import Tx
-from aghd.store.sessions import find_session, get_session
+from aghd.store.sessions import find_session
 from aghd.store.tasks import task_by_id
 from aghd.tokens import new_token
 
@@ -42,25 +42,19 @@ async def claim(ctx: Context, params: p.RunsClaimParams) -> p.RunClaimResult:
     caller, session_id = ctx.daemon.claimant(ctx.conn, params.session_id)
     cfg = ctx.daemon.config
 
-    def do(tx: Tx) -> store.Claimed:
-        if params.session_id is not None:
-            get_session(tx, params.session_id)
-        return store.claim_run(
-            tx,
-            caller,
-            params.id,
-            session_id=session_id,
-            lease_ms=params.lease_ms or cfg.default_lease_ms,
-            token_hash=token_hash,
-            idempotency_key=params.idempotency_key,
-            max_claims_per_session=cfg.max_claims_per_session,
-        )
-
-    claimed = await ctx.daemon.write(do)
-    ws = claimed.task["workspace_id"]
-    return p.RunClaimResult(
-        run=views.run(claimed.run, ws), claim_token=token, lease=views.lease(claimed.run, ws)
+    claimed = await ctx.daemon.write(
+        store.claim_run,
+        caller,
+        params.id,
+        session_id=session_id,
+        lease_ms=params.lease_ms or cfg.default_lease_ms,
+        token_hash=token_hash,
+        idempotency_key=params.idempotency_key,
+        max_claims_per_session=cfg.max_claims_per_session,
+        require_session=params.session_id is not None,
     )
+    run, lease = views.claimed(claimed.run, claimed.task["workspace_id"])
+    return p.RunClaimResult(run=run, claim_token=token, lease=lease)
 
 
 @method("runs.start", p.RunsStartParams)

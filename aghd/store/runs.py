@@ -364,8 +364,12 @@ def claim_run(
     token_hash: str,
     idempotency_key: str | None,
     max_claims_per_session: int,
+    require_session: bool = False,
 ) -> Claimed:
-    """Claim one named queued run (``runs.claim``)."""
+    """Claim one named queued run (``runs.claim``); ``require_session`` as
+    for ``claim_next_run``."""
+    if require_session and session_id is not None:
+        get_session(tx, session_id)
     scope = None
     if idempotency_key is not None:
         # Scoped to the claimant too: another session reusing the key must not
