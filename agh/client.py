@@ -26,16 +26,6 @@ from agh.paths import default_socket_path
 R = TypeVar("R")
 
 
-class _Reply(msgspec.Struct):
-    jsonrpc: str = "2.0"
-    id: p.RequestId = None
-    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    error: Any = msgspec.UNSET
-    method: str | msgspec.UnsetType = msgspec.UNSET
-    params: Any = msgspec.UNSET
-
-
-_reply_decoder = msgspec.json.Decoder(_Reply)
 _encoder = msgspec.json.Encoder()
 
 
@@ -143,7 +133,7 @@ class Client:
         try:
             self._sock.sendall(data + b"\n")
             while True:
-                reply = _reply_decoder.decode(self._read_line())
+                reply = p.reply_decoder.decode(self._read_line())
                 if reply.method is not msgspec.UNSET:
                     self.notifications.append(reply.params)
                     continue

@@ -531,6 +531,20 @@ class Response(Struct):
     error: Any = UNSET
 
 
+class Reply(Struct):
+    """What a client reads: a response (result/error) or a notification
+    (method/params, e.g. stream events); ``result`` stays raw so the caller
+    decodes it into the method's result type."""
+
+    jsonrpc: str = "2.0"
+    id: RequestId = None
+    result: msgspec.Raw | UnsetType = UNSET
+    error: Any = UNSET
+    method: str | UnsetType = UNSET
+    params: Any = UNSET
+
+
 encoder = msgspec.json.Encoder()
 request_decoder = msgspec.json.Decoder(Request)
 any_decoder = msgspec.json.Decoder()
+reply_decoder = msgspec.json.Decoder(Reply)
