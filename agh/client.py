@@ -213,6 +213,37 @@ class Client:
             "tasks.runs.list", p.TasksRunsListParams(id=id, **filters), p.RunsListResult
         )
 
+    # -- task graph -------------------------------------------------------------------
+
+    def tasks_children_create(self, id: str, title: str, **fields: Any) -> p.TaskRunResult:
+        params = p.TasksChildrenCreateParams(id=id, title=title, **fields)
+        return self.call("tasks.children.create", params, p.TaskRunResult)
+
+    def tasks_approve(self, id: str, comment: str | None = None) -> p.TaskRunResult:
+        params = p.TasksApproveParams(id=id, comment=comment)
+        return self.call("tasks.approve", params, p.TaskRunResult)
+
+    def tasks_reject(self, id: str, reason: str | None = None) -> p.TaskResult:
+        return self.call("tasks.reject", p.TasksRejectParams(id=id, reason=reason), p.TaskResult)
+
+    def tasks_cancel(self, id: str, reason: str | None = None) -> p.TaskResult:
+        return self.call("tasks.cancel", p.TasksCancelParams(id=id, reason=reason), p.TaskResult)
+
+    def tasks_dependencies_add(self, id: str, depends_on_task_id: str) -> p.TaskDetailResult:
+        params = p.DependencyAddParams(id=id, depends_on_task_id=depends_on_task_id)
+        return self.call("tasks.dependencies.add", params, p.TaskDetailResult)
+
+    def tasks_dependencies_remove(self, id: str, depends_on_id: str) -> p.TaskDetailResult:
+        params = p.DependencyRemoveParams(id=id, depends_on_id=depends_on_id)
+        return self.call("tasks.dependencies.remove", params, p.TaskDetailResult)
+
+    def tasks_tree(self, id: str) -> p.TaskTreeResult:
+        return self.call("tasks.tree", p.IdParams(id=id), p.TaskTreeResult)
+
+    def workflows_compose(self, yaml: str, **fields: Any) -> p.ComposeResult:
+        params = p.WorkflowsComposeParams(yaml=yaml, **fields)
+        return self.call("workflows.compose", params, p.ComposeResult)
+
     # -- runs (operator) ------------------------------------------------------------
 
     def runs_get(self, id: str) -> p.RunDetailResult:

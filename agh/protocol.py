@@ -31,6 +31,9 @@ RunStatus = Literal["queued", "claimed", "starting", "running", "completed", "fa
 ApprovalPolicy = Literal["none", "manual"]
 ApprovalState = Literal["not_required", "pending", "approved", "rejected"]
 DependencyKind = Literal["blocks"]
+TaskKind = Literal["task", "workflow", "group"]
+StepAction = Literal["agent", "tool_execution", "sub_task", "branch"]
+ConditionOp = Literal["equals", "not_equals", "exists"]
 MessageKind = Literal["input", "status", "question"]
 SessionState = Literal["connected", "disconnected"]
 
@@ -158,8 +161,17 @@ class Task(Shape, kw_only=True):
     title: str
     updated_at: str
     workspace_id: str | None = None
-    # agh addition: why a blocked task is blocked (PROTOCOL.md §6)
+    # agh additions: why a blocked task is blocked (PROTOCOL.md §6), why a
+    # closed task closed ("condition not met" for a skipped workflow step),
+    # and the workflow a task belongs to (kind "workflow" is a workflow's
+    # root, "group" an inline branch; neither has runs of its own).
     blocking_reason: str | None = None
+    closed_reason: str | None = None
+    kind: TaskKind = "task"
+    workflow_id: str | None = None
+    step_id: str | None = None
+    approved_by: Actor | None = None
+    approved_at: str | None = None
 
 
 class Dependency(Shape, kw_only=True):
@@ -205,6 +217,10 @@ class TaskListItem(Shape, kw_only=True):
     updated_at: str
     workspace_id: str | None = None
     blocking_reason: str | None = None
+    closed_reason: str | None = None
+    kind: TaskKind = "task"
+    workflow_id: str | None = None
+    step_id: str | None = None
 
 
 class TaskEvent(Shape, kw_only=True):
@@ -267,6 +283,82 @@ class Claim(Shape, kw_only=True):
     claim_token: str
 
 
+class TreeNode(Shape, kw_only=True):
+    active_run: Run | None = None
+    child_count: int = 0
+    depth: int
+    last_activity_at: str | None = None
+    parent_task_id: str | None = None
+    task: TaskSummary
+    # agh addition: the tree CLI shows why a node is blocked or closed.
+    blocking_reason: str | None = None
+    closed_reason: str | None = None
+
+
+class TaskTree(Shape, kw_only=True):
+    descendants: list[TreeNode]
+    root: TreeNode
+
+
+class StepCondition(Shape, kw_only=True):
+    """``field`` is ``steps.<step id>.output.<path>``; ``value`` is what
+    ``equals`` / ``not_equals`` compare with, or the boolean of ``exists``."""
+
+    field: str
+    op: ConditionOp
+    value: Any = None
+
+
+class PlanStep(Shape, kw_only=True):
+    id: str
+    title: str
+    description: str | None = None
+    action: StepAction
+    tool: str | None = None
+    inputs: dict[str, Any] = {}
+    # Step ids this step waits for, after expanding branches to their steps.
+    depends_on: list[str] = []
+    # Every condition must hold (a branch's condition applies to its steps).
+    conditions: list[StepCondition] = []
+    # The branch step this step is inline in, else null.
+    parent: str | None = None
+    # Topological level (0 = no dependencies); null for a branch step.
+    level: int | None = None
+    priority: Priority | None = None
+    network_channel: str | None = None
+    approval: ApprovalPolicy = "none"
+    max_attempts: int | None = None
+    metadata: Any = None
+    # sub_task: the task (id or identifier) this step copies its definition from.
+    task_ref: str | None = None
+    line: int = 0
+
+
+class PlanLevel(Shape, kw_only=True):
+    level: int
+    steps: list[str]
+    # True when more than one step runs at this level (they run in parallel).
+    parallel: bool
+
+
+class WorkflowPlan(Shape, kw_only=True):
+    name: str
+    description: str | None = None
+    levels: list[PlanLevel]
+    steps: list[PlanStep]
+
+
+class Workflow(Shape, kw_only=True):
+    id: str
+    name: str
+    description: str | None = None
+    root_task_id: str
+    version: int
+    vars: dict[str, Any] = {}
+    created_at: str
+    updated_at: str
+
+
 class ServerInfo(Shape, kw_only=True):
     version: str
     protocol: int = PROTOCOL_VERSION
@@ -318,6 +410,50 @@ class TasksCreateParams(Params, kw_only=True):
     input: Any = None
     # A repeated create with the same key returns the first task (and run).
     idempotency_key: NonEmpty | None = None
+
+
+class TasksChildrenCreateParams(TasksCreateParams, kw_only=True):
+    """``tasks.create`` fields plus the parent's ``id`` (parent_task_id is set from it)."""
+
+    id: NonEmpty
+
+
+class TasksApproveParams(Params, kw_only=True):
+    id: NonEmpty
+    comment: str | None = None
+
+
+class TasksRejectParams(Params, kw_only=True):
+    id: NonEmpty
+    reason: str | None = None
+
+
+class TasksCancelParams(Params, kw_only=True):
+    id: NonEmpty
+    reason: str | None = None
+
+
+class DependencyAddParams(Params, kw_only=True):
+    id: NonEmpty
+    depends_on_task_id: NonEmpty
+    kind: DependencyKind = "blocks"
+
+
+class DependencyRemoveParams(Params, kw_only=True):
+    id: NonEmpty
+    depends_on_id: NonEmpty
+
+
+class WorkflowsComposeParams(Params, kw_only=True):
+    yaml: Annotated[str, Meta(min_length=1, max_length=1_000_000)]
+    vars: dict[str, Any] = {}
+    dry_run: bool = False
+    # A workflow (wf_… id, or its root task's id or identifier) to replace.
+    update: NonEmpty | None = None
+    # The workspace (path, id or key) of a new workflow's tasks.
+    workspace: str | None = None
+    # agh: start the workflow right away (same as tasks.start on its root).
+    start: bool = False
 
 
 class TasksListParams(Params, kw_only=True):
@@ -474,6 +610,19 @@ class TaskRunResult(Shape, kw_only=True):
 
     run: Run | None = None
     task: Task
+
+
+class TaskTreeResult(Shape, kw_only=True):
+    tree: TaskTree
+
+
+class ComposeResult(Shape, kw_only=True):
+    """``workflows.compose``: the plan always; workflow and task (its root)
+    unless ``dry_run``; run set never (steps get runs when it starts)."""
+
+    plan: WorkflowPlan
+    workflow: Workflow | None = None
+    task: Task | None = None
 
 
 class RunResult(Shape, kw_only=True):

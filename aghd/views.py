@@ -137,6 +137,69 @@ def task(row: sqlite3.Row) -> p.Task:
         updated_at=ts(row["updated_at"]),  # type: ignore[arg-type]
         workspace_id=row["workspace_id"],
         blocking_reason=row["blocking_reason"],
+        closed_reason=row["closed_reason"],
+        kind=row["kind"],
+        workflow_id=row["workflow_id"],
+        step_id=row["step_id"],
+        approved_by=actor(row["approved_by_kind"], row["approved_by_ref"]),
+        approved_at=ts(row["approved_at"]),
+    )
+
+
+def dependency(row: sqlite3.Row) -> p.Dependency:
+    return p.Dependency(
+        created_at=ts(row["created_at"]),  # type: ignore[arg-type]
+        depends_on_task_id=row["depends_on_task_id"],
+        kind=row["kind"],
+        task_id=row["task_id"],
+    )
+
+
+def dependency_reference(row: sqlite3.Row) -> p.DependencyReference:
+    """A dependency with a summary of the task depended on (``dep_`` columns)."""
+    return p.DependencyReference(
+        created_at=ts(row["created_at"]),  # type: ignore[arg-type]
+        depends_on=p.TaskSummary(
+            id=row["depends_on_task_id"],
+            identifier=row["dep_identifier"],
+            owner=actor(row["dep_owner_kind"], row["dep_owner_ref"]),
+            priority=row["dep_priority"],
+            scope=row["dep_scope"],
+            status=row["dep_status"],
+            title=row["dep_title"],
+            workspace_id=row["dep_workspace_id"],
+        ),
+        depends_on_task_id=row["depends_on_task_id"],
+        kind=row["kind"],
+        task_id=row["task_id"],
+    )
+
+
+def workflow(row: sqlite3.Row) -> p.Workflow:
+    return p.Workflow(
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        root_task_id=row["root_task_id"],
+        version=row["version"],
+        vars=from_json(row["vars"]) or {},
+        created_at=ts(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=ts(row["updated_at"]),  # type: ignore[arg-type]
+    )
+
+
+def tree_node(
+    row: sqlite3.Row, depth: int, active_run: sqlite3.Row | None, child_count: int
+) -> p.TreeNode:
+    return p.TreeNode(
+        active_run=None if active_run is None else run(active_run, row["workspace_id"]),
+        child_count=child_count,
+        depth=depth,
+        last_activity_at=ts(row["last_activity_at"]),
+        parent_task_id=row["parent_task_id"],
+        task=task_summary(row),
+        blocking_reason=row["blocking_reason"],
+        closed_reason=row["closed_reason"],
     )
 
 
@@ -145,9 +208,9 @@ def task_list_item(
     *,
     active_run: sqlite3.Row | None,
     child_count: int,
-    dependencies: list[p.DependencyReference] | None = None,
+    dependencies: list[sqlite3.Row],
 ) -> p.TaskListItem:
-    deps = dependencies or []
+    deps = [dependency_reference(d) for d in dependencies]
     return p.TaskListItem(
         active_run=None if active_run is None else run(active_run, row["workspace_id"]),
         approval_policy=row["approval_policy"],
@@ -174,6 +237,10 @@ def task_list_item(
         updated_at=ts(row["updated_at"]),  # type: ignore[arg-type]
         workspace_id=row["workspace_id"],
         blocking_reason=row["blocking_reason"],
+        closed_reason=row["closed_reason"],
+        kind=row["kind"],
+        workflow_id=row["workflow_id"],
+        step_id=row["step_id"],
     )
 
 

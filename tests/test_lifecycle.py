@@ -572,9 +572,3 @@ def test_draft_is_unclaimable_until_published(daemon: ThreadDaemon, client: Clie
         assert claim is not None and claim.run.id == published.run.id
     with pytest.raises(errors.Conflict, match="not a draft"):
         client.tasks_publish(draft.task.id)
-
-
-def test_manual_approval_is_refused_until_approve_exists(client: Client) -> None:
-    with pytest.raises(errors.InvalidParams) as bad:
-        client.tasks_create("gated", approval_policy="manual")
-    assert bad.value.details["field"] == "$.params.approval_policy"

@@ -10,6 +10,7 @@ from agh import protocol as p
 from agh.errors import InvalidParams
 from aghd import views
 from aghd.rpc import Context, method
+from aghd.store import graph
 from aghd.store import runs as runs_store
 from aghd.store import tasks as store
 from aghd.store.db import Tx
@@ -19,8 +20,8 @@ def _detail(parts: store.DetailParts) -> p.TaskDetail:
     item = _item(parts.item)
     return p.TaskDetail(
         children=[_item(c) for c in parts.children],
-        dependencies=[],
-        dependency_references=[],
+        dependencies=[views.dependency(d) for d in parts.item.dependencies],
+        dependency_references=item.dependencies,
         events=[views.event(e) for e in parts.events],
         runs=[views.run(r, parts.item.task["workspace_id"]) for r in parts.runs],
         summary=item,
@@ -30,24 +31,32 @@ def _detail(parts: store.DetailParts) -> p.TaskDetail:
 
 def _item(parts: store.ListItemParts) -> p.TaskListItem:
     return views.task_list_item(
-        parts.task, active_run=parts.active_run, child_count=parts.child_count
+        parts.task,
+        active_run=parts.active_run,
+        child_count=parts.child_count,
+        dependencies=parts.dependencies,
     )
 
 
 @method("tasks.create", p.TasksCreateParams)
 async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
     """Create a task; with ``start: true`` also request its run (reply carries it)."""
-    if params.depends_on:
+    return _task_run(await ctx.daemon.write(_create, ctx, params, params.parent_task_id))
+
+
+@method("tasks.children.create", p.TasksChildrenCreateParams)
+async def create_child(ctx: Context, params: p.TasksChildrenCreateParams) -> p.TaskRunResult:
+    """A task under parent ``id`` (the reference replies ``{task}``; agh adds
+    ``run`` for ``start: true`` like tasks.create)."""
+    if params.parent_task_id is not None:
         raise InvalidParams(
-            "depends_on is not supported by this aghd yet",
-            {"field": "$.params.depends_on", "hint": "create the task without dependencies"},
+            "tasks.children.create takes the parent as id; leave parent_task_id out",
+            {"field": "$.params.parent_task_id"},
         )
-    if params.approval_policy == "manual":
-        # Until tasks.approve exists such a task could never run.
-        raise InvalidParams(
-            "approval_policy 'manual' is not supported by this aghd yet",
-            {"field": "$.params.approval_policy", "hint": "create the task with 'none'"},
-        )
+    return _task_run(await ctx.daemon.write(_create, ctx, params, params.id))
+
+
+def _create(tx: Tx, ctx: Context, params: p.TasksCreateParams, parent: str | None) -> store.Started:
     caller = ctx.caller
     owner = params.owner or p.Actor(caller.actor_kind, caller.actor_ref)  # type: ignore[arg-type]
     origin = params.origin or p.Origin(caller.origin_kind, caller.origin_ref)  # type: ignore[arg-type]
@@ -66,18 +75,11 @@ async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
         metadata=params.metadata,
         draft=params.draft,
         approval_policy=params.approval_policy,
-        parent_task_id=params.parent_task_id,
+        parent_task_id=parent,
         idempotency_key=params.idempotency_key,
+        depends_on=tuple(params.depends_on),
     )
-
-    started = await ctx.daemon.write(
-        store.create_and_start,
-        caller,
-        new,
-        start=params.start,
-        input_value=params.input,
-    )
-    return _task_run(started)
+    return store.create_and_start(tx, caller, new, start=params.start, input_value=params.input)
 
 
 def _task_run(started: store.Started) -> p.TaskRunResult:
@@ -123,11 +125,6 @@ async def update(ctx: Context, params: p.TasksUpdateParams) -> p.TaskResult:
             continue
         if field == "owner":
             changes["owner_kind"], changes["owner_ref"] = value.kind, value.ref
-        elif field == "approval_policy":
-            raise InvalidParams(
-                "approval_policy cannot be changed after creation by this aghd",
-                {"field": "$.params.approval_policy"},
-            )
         else:
             changes[field] = value
     row = await ctx.daemon.write(store.update_task, ctx.caller, params.id, changes)
@@ -177,3 +174,49 @@ async def list_runs(ctx: Context, params: p.TasksRunsListParams) -> p.RunsListRe
     return p.RunsListResult(
         runs=[views.run(r, task["workspace_id"]) for r in rows], next_cursor=cursor
     )
+
+
+@method("tasks.approve", p.TasksApproveParams)
+async def approve(ctx: Context, params: p.TasksApproveParams) -> p.TaskRunResult:
+    """Approve a gated task: its run is queued (null while dependencies are unmet)."""
+    return _task_run(await ctx.daemon.write(graph.approve, ctx.caller, params.id, params.comment))
+
+
+@method("tasks.reject", p.TasksRejectParams)
+async def reject(ctx: Context, params: p.TasksRejectParams) -> p.TaskResult:
+    row = await ctx.daemon.write(graph.reject, ctx.caller, params.id, params.reason)
+    return p.TaskResult(task=views.task(row))
+
+
+@method("tasks.cancel", p.TasksCancelParams)
+async def cancel(ctx: Context, params: p.TasksCancelParams) -> p.TaskResult:
+    """Cancel the task's whole subtree, active runs included."""
+    row = await ctx.daemon.write(graph.cancel_tree, ctx.caller, params.id, params.reason)
+    return p.TaskResult(task=views.task(row))
+
+
+@method("tasks.dependencies.add", p.DependencyAddParams)
+async def add_dependency(ctx: Context, params: p.DependencyAddParams) -> p.TaskDetailResult:
+    def do(tx: Tx) -> store.DetailParts:
+        task_id = graph.add_dependency(tx, ctx.caller, params.id, params.depends_on_task_id)
+        return store.task_detail(tx, task_id)
+
+    return p.TaskDetailResult(task=_detail(await ctx.daemon.write(do)))
+
+
+@method("tasks.dependencies.remove", p.DependencyRemoveParams)
+async def remove_dependency(ctx: Context, params: p.DependencyRemoveParams) -> p.TaskDetailResult:
+    def do(tx: Tx) -> store.DetailParts:
+        task_id = graph.remove_dependency(tx, ctx.caller, params.id, params.depends_on_id)
+        return store.task_detail(tx, task_id)
+
+    return p.TaskDetailResult(task=_detail(await ctx.daemon.write(do)))
+
+
+@method("tasks.tree", p.IdParams)
+async def tree(ctx: Context, params: p.IdParams) -> p.TaskTreeResult:
+    root, *rest = [
+        views.tree_node(n.task, n.depth, n.active_run, n.child_count)
+        for n in await ctx.daemon.read(graph.tree, params.id)
+    ]
+    return p.TaskTreeResult(tree=p.TaskTree(root=root, descendants=rest))

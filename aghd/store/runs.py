@@ -15,6 +15,7 @@ from typing import Any
 
 from agh.errors import Conflict, Forbidden, LeaseLost, NotFound
 from agh.protocol import ACTIVE_RUN_STATUSES, PRIORITY_RANK
+from aghd.store import graph
 from aghd.store.db import Caller, Tx, new_id, to_json
 from aghd.store.sessions import get_session
 from aghd.store.workspaces import find_workspace
@@ -147,8 +148,9 @@ def enqueue_run(
     )
     assert run is not None
     tx.execute(
-        "UPDATE tasks SET status = 'ready', closed_at = NULL, run_requested = 0,"
-        " requested_input = NULL, requested_key = NULL, blocking_reason = NULL, updated_at = ?"
+        "UPDATE tasks SET status = 'ready', closed_at = NULL, closed_reason = NULL, skipped = 0,"
+        " run_requested = 0, requested_input = NULL, requested_key = NULL,"
+        " blocking_reason = NULL, updated_at = ?"
         " WHERE id = ?",
         (now, task["id"]),
     )
@@ -554,12 +556,14 @@ def complete_run(
     # An operator override ends the holder's claim with its own reason, so the
     # agent's later complete is lease_lost, not a silent "replay".
     _end_claim(tx, run_id, "completed" if token_hash is not None else "completed_by_operator")
-    tx.execute(
+    parent_id = tx.scalar(
         "UPDATE tasks SET status = 'completed', closed_at = ?, updated_at = ?,"
-        " last_activity_at = ? WHERE id = ?",
+        " last_activity_at = ? WHERE id = ? RETURNING parent_task_id",
         (now, now, now, run["task_id"]),
     )
     tx.emit("run.completed", caller, task_id=run["task_id"], run_id=run_id, touch=False)
+    # Dependents waiting only for this task get their runs in this transaction.
+    graph.settle(tx, caller, run["task_id"], parent_id)
     return updated
 
 
@@ -606,9 +610,10 @@ def _fail_final(tx: Tx, caller: Caller, run: sqlite3.Row, error: str) -> sqlite3
         (error, now, run["id"]),
     )
     assert updated is not None
-    tx.execute(
-        "UPDATE tasks SET status = 'failed', closed_at = ?, updated_at = ? WHERE id = ?",
-        (now, now, run["task_id"]),
+    parent_id = tx.scalar(
+        "UPDATE tasks SET status = 'failed', closed_at = ?, closed_reason = ?, updated_at = ?"
+        " WHERE id = ? RETURNING parent_task_id",
+        (now, error, now, run["task_id"]),
     )
     tx.emit(
         "run.failed",
@@ -617,6 +622,7 @@ def _fail_final(tx: Tx, caller: Caller, run: sqlite3.Row, error: str) -> sqlite3
         run_id=run["id"],
         payload={"error": error, "attempt": run["attempt"]},
     )
+    graph.settle(tx, caller, run["task_id"], parent_id)
     return updated
 
 
@@ -665,23 +671,32 @@ def cancel_run(tx: Tx, caller: Caller, run_id: str, reason: str | None) -> sqlit
             f"run {run_id} is already {run['status']}; only a queued or active run can be canceled",
             {"run_id": run_id, "status": run["status"]},
         )
+    updated = end_run_canceled(tx, caller, run, reason)
     now = tx.now
+    parent_id = tx.scalar(
+        "UPDATE tasks SET status = 'canceled', closed_at = ?, closed_reason = ?, updated_at = ?"
+        " WHERE id = ? RETURNING parent_task_id",
+        (now, "run canceled" + (f": {reason}" if reason else ""), now, run["task_id"]),
+    )
+    graph.settle(tx, caller, run["task_id"], parent_id)
+    return updated
+
+
+def end_run_canceled(tx: Tx, caller: Caller, run: sqlite3.Row, reason: str | None) -> sqlite3.Row:
+    """Cancel one open run (queued or active) and end its claim; the task's
+    status is the caller's to set."""
     updated = tx.one(
         "UPDATE runs SET status = 'canceled', ended_at = ?, lease_until = NULL, error = ?"
         " WHERE id = ? RETURNING *",
-        (now, reason, run_id),
+        (tx.now, reason, run["id"]),
     )
     assert updated is not None
-    _end_claim(tx, run_id, "canceled")
-    tx.execute(
-        "UPDATE tasks SET status = 'canceled', closed_at = ?, updated_at = ? WHERE id = ?",
-        (now, now, run["task_id"]),
-    )
+    _end_claim(tx, run["id"], "canceled")
     tx.emit(
         "run.canceled",
         caller,
         task_id=run["task_id"],
-        run_id=run_id,
+        run_id=run["id"],
         payload={"reason": reason} if reason else None,
     )
     return updated

@@ -180,7 +180,56 @@ CREATE TABLE idempotency_keys (
 ) STRICT;
 """
 
-MIGRATIONS: list[str] = [_M1]
+# Migration 2: the task graph (issue 3) — dependencies, approvals, skipped
+# workflow steps, and workflows composed from YAML.
+_M2 = """
+-- kind: 'task' (has runs), 'workflow' (a workflow's root) or 'group' (an
+-- inline branch). The last two never have runs: their status is derived
+-- from their children's.
+ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'task';
+ALTER TABLE tasks ADD COLUMN workflow_id TEXT;
+ALTER TABLE tasks ADD COLUMN step_id TEXT;
+-- The step's definition as JSON (action, tool, inputs, conditions): its
+-- runs' input is built from it and its conditions are evaluated from it.
+ALTER TABLE tasks ADD COLUMN step_spec TEXT;
+-- Why a closed task closed: 'condition not met', 'rejected: …', a cancel reason.
+ALTER TABLE tasks ADD COLUMN closed_reason TEXT;
+-- A skipped workflow step (canceled because a condition was false or a
+-- dependency was skipped): its dependents are skipped too, not blocked.
+ALTER TABLE tasks ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN approved_by_kind TEXT;
+ALTER TABLE tasks ADD COLUMN approved_by_ref TEXT;
+ALTER TABLE tasks ADD COLUMN approved_at INTEGER;
+CREATE INDEX tasks_workflow ON tasks (workflow_id, step_id) WHERE workflow_id IS NOT NULL;
+
+-- task_id waits for depends_on_task_id (kind 'blocks'). The primary key
+-- serves "what does this task wait for", the index "who waits for this task"
+-- (read on every completion, so it must be an index lookup).
+CREATE TABLE task_dependencies (
+    task_id            TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    depends_on_task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    kind               TEXT NOT NULL DEFAULT 'blocks',
+    created_at         INTEGER NOT NULL,
+    PRIMARY KEY (task_id, depends_on_task_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX task_dependencies_dependents ON task_dependencies (depends_on_task_id, task_id);
+
+-- A workflow composed from YAML: its source and variables, and the root task
+-- whose children are its steps. Deleting the root deletes the workflow.
+CREATE TABLE workflows (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    source       TEXT NOT NULL,
+    vars         TEXT,
+    root_task_id TEXT NOT NULL UNIQUE REFERENCES tasks(id) ON DELETE CASCADE,
+    version      INTEGER NOT NULL DEFAULT 1,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+) STRICT;
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2]
 LATEST = len(MIGRATIONS)
 
 

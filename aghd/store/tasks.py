@@ -13,6 +13,7 @@ from typing import Any
 
 from agh.errors import Conflict, InvalidParams, NotFound
 from agh.protocol import PRIORITY_RANK
+from aghd.store import graph, workflows
 from aghd.store import runs as runs_store
 from aghd.store.db import Caller, Tx, new_id, to_json
 from aghd.store.events import recent_task_events
@@ -39,6 +40,13 @@ class NewTask:
     approval_policy: str = "none"
     parent_task_id: str | None = None
     idempotency_key: str | None = None
+    depends_on: tuple[str, ...] = ()
+    # Workflow tasks (see store/workflows.py): the container kind, the
+    # workflow and step they belong to, and the step's definition (JSON).
+    kind: str = "task"
+    workflow_id: str | None = None
+    step_id: str | None = None
+    step_spec: str | None = None
 
 
 @dataclass(slots=True)
@@ -119,12 +127,9 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
     parent_id = None
     if new.parent_task_id is not None:
         parent_id = find_task(tx, new.parent_task_id)["id"]
-    if new.draft:
-        status, blocking = "draft", None
-    elif new.approval_policy == "manual":
-        status, blocking = "blocked", "awaiting approval"
-    else:
-        status, blocking = "pending", None
+    # A live task starts pending; refresh() below makes it blocked if its
+    # approval or dependencies say so.
+    status = "draft" if new.draft else "pending"
     approval_state = "pending" if new.approval_policy == "manual" else "not_required"
     now = tx.now
     task_id = new_id("task")
@@ -132,9 +137,9 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
         "INSERT INTO tasks (id, identifier, title, description, scope, workspace_id, owner_kind,"
         " owner_ref, created_by_kind, created_by_ref, origin_kind, origin_ref, priority,"
         " network_channel, max_attempts, metadata, draft, status, approval_policy,"
-        " approval_state, blocking_reason, parent_task_id, idempotency_key, created_at,"
-        " updated_at, last_activity_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " approval_state, parent_task_id, idempotency_key, created_at,"
+        " updated_at, last_activity_at, kind, workflow_id, step_id, step_spec)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         " RETURNING *",
         (
             task_id,
@@ -157,12 +162,15 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
             status,
             new.approval_policy,
             approval_state,
-            blocking,
             parent_id,
             new.idempotency_key,
             now,
             now,
             now,
+            new.kind,
+            new.workflow_id,
+            new.step_id,
+            new.step_spec,
         ),
     )
     assert row is not None
@@ -172,6 +180,12 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
         task_id=task_id,
         payload={"identifier": row["identifier"], "title": new.title, "status": status},
     )
+    if new.depends_on:
+        graph.add_initial_dependencies(tx, task_id, list(new.depends_on))
+    # Workflow steps wait, plainly pending, until their workflow starts.
+    if not new.draft and new.kind == "task" and new.workflow_id is None:
+        graph.refresh(tx, caller, row)
+        return task_by_id(tx, task_id)
     return row
 
 
@@ -192,8 +206,9 @@ def create_and_start(
 
 
 def publish_task(tx: Tx, caller: Caller, ref: str) -> Started:
-    """Draft → live, and its run is queued (PROTOCOL: publish enqueues work),
-    carrying the input and key of a start requested while it was a draft."""
+    """Draft → live, and its run is queued (PROTOCOL: publish enqueues work)
+    unless something blocks it, carrying the input and key of a start
+    requested while it was a draft."""
     task = find_task(tx, ref)
     if not task["draft"]:
         raise Conflict(
@@ -207,12 +222,12 @@ def publish_task(tx: Tx, caller: Caller, ref: str) -> Started:
     )
     assert live is not None
     tx.emit("task.published", caller, task_id=task["id"])
-    run = runs_store.enqueue_run(
+    run = graph.request_run(
         tx,
         caller,
         live,
-        idempotency_key=task["requested_key"],
         input_json=task["requested_input"],
+        idempotency_key=task["requested_key"],
     )
     return Started(task_by_id(tx, task["id"]), run)
 
@@ -223,36 +238,70 @@ def publish_task(tx: Tx, caller: Caller, ref: str) -> Started:
 def start_task(
     tx: Tx, caller: Caller, ref: str, *, idempotency_key: str | None, input_value: Any
 ) -> Started:
-    """Request a run: queued now if the task can run, else (a draft, or
-    blocked) remembered and queued the moment it is published or unblocked. Repeating a request with
-    the same ``idempotency_key`` returns the run it made."""
+    """Request a run: queued now if nothing blocks the task, else remembered
+    and queued the moment it is published, approved or its dependencies
+    complete. Repeating a request with the same ``idempotency_key`` returns
+    the run it made. A workflow's root starts its whole DAG."""
     task = find_task(tx, ref)
+    if task["kind"] == "workflow":
+        return Started(workflows.start(tx, caller, task, input_value), None)
+    if task["kind"] != "task":
+        raise Conflict(
+            f"task {task['identifier']} is a branch of a workflow; start the workflow's root "
+            "task instead",
+            {"task_id": task["id"], "kind": task["kind"]},
+        )
     if idempotency_key is not None:
         existing = runs_store.run_by_idempotency_key(tx, task["id"], idempotency_key)
         if existing is not None:
             return Started(task, existing)
         if task["run_requested"] and task["requested_key"] == idempotency_key:
             return Started(task, None)
-    if task["draft"] or task["status"] == "blocked":
-        if task["run_requested"]:
-            when = "published" if task["draft"] else f"unblocked ({task['blocking_reason']})"
-            raise Conflict(
-                f"task {task['identifier']} already has a run requested; it is queued when the "
-                f"task is {when}",
-                {"task_id": task["id"], "status": task["status"]},
-            )
+    if task["run_requested"] and (task["draft"] or task["status"] == "blocked"):
+        when = "published" if task["draft"] else f"unblocked ({task['blocking_reason']})"
+        raise Conflict(
+            f"task {task['identifier']} already has a run requested; it is queued when the "
+            f"task is {when}",
+            {"task_id": task["id"], "status": task["status"]},
+        )
+    input_json = to_json(input_value)
+    if task["draft"]:
         updated = tx.one(
             "UPDATE tasks SET run_requested = 1, requested_input = ?, requested_key = ?,"
             " updated_at = ? WHERE id = ? RETURNING *",
-            (to_json(input_value), idempotency_key, tx.now, task["id"]),
+            (input_json, idempotency_key, tx.now, task["id"]),
         )
         assert updated is not None
         tx.emit("task.run_requested", caller, task_id=task["id"])
         return Started(updated, None)
-    run = runs_store.enqueue_run(
-        tx, caller, task, idempotency_key=idempotency_key, input_json=to_json(input_value)
+    if task["status"] in ("ready", "in_progress"):
+        # enqueue_run names the open run in its conflict.
+        runs_store.enqueue_run(tx, caller, task, idempotency_key=idempotency_key, input_json=None)
+    reopened = task["status"] in graph.CLOSED
+    if reopened:
+        task = _reopen(tx, caller, task)
+    run = graph.request_run(
+        tx, caller, task, input_json=input_json, idempotency_key=idempotency_key
     )
+    if reopened or task["parent_task_id"] is not None:
+        # Dependents wait for it again (not "failed"); its container follows.
+        graph.settle(tx, caller, task["id"], task["parent_task_id"])
     return Started(task_by_id(tx, task["id"]), run)
+
+
+def _reopen(tx: Tx, caller: Caller, task: sqlite3.Row) -> sqlite3.Row:
+    """A finished task asked to run again: it waits like a new one, and a
+    task under manual approval needs a fresh approval for the new run."""
+    manual = task["approval_policy"] == "manual"
+    row = tx.one(
+        "UPDATE tasks SET status = 'pending', closed_at = NULL, closed_reason = NULL,"
+        " skipped = 0, approval_state = ?, approved_by_kind = NULL, approved_by_ref = NULL,"
+        " approved_at = NULL, updated_at = ? WHERE id = ? RETURNING *",
+        ("pending" if manual else "not_required", tx.now, task["id"]),
+    )
+    assert row is not None
+    tx.emit("task.reopened", caller, task_id=task["id"], payload={"from": task["status"]})
+    return row
 
 
 # -- list -------------------------------------------------------------------
@@ -333,10 +382,15 @@ def update_task(tx: Tx, caller: Caller, ref: str, changes: dict[str, Any]) -> sq
     """Apply a PATCH. Priority, channel and max_attempts also move onto the
     task's queued run so the claim order follows the edit."""
     task = find_task(tx, ref)
+    if "approval_policy" in changes:
+        graph.set_approval_policy(tx, caller, task, changes["approval_policy"])
+        task = task_by_id(tx, task["id"])
     sets = {k: v for k, v in changes.items() if k in _UPDATABLE}
     if "metadata" in sets:
         sets["metadata"] = to_json(sets["metadata"])
     if not sets:
+        if "approval_policy" in changes:
+            tx.emit("task.updated", caller, task_id=task["id"], payload={"fields": sorted(changes)})
         return task
     assignments = ", ".join(f"{k} = ?" for k in sets)
     row = tx.one(
@@ -375,10 +429,26 @@ def delete_task(tx: Tx, caller: Caller, ref: str) -> list[str]:
             "cancel it (tasks.cancel) or wait for it to finish before deleting",
             {"task_id": task["id"], "run_id": active["id"], "status": active["status"]},
         )
+    # Tasks outside the subtree that waited for a task in it: once the
+    # dependency is gone they are re-examined (like tasks.dependencies.remove).
+    waiting = [
+        r[0]
+        for r in tx.all(
+            f"SELECT DISTINCT task_id FROM task_dependencies WHERE depends_on_task_id IN ({marks})"
+            f" AND task_id NOT IN ({marks})",
+            (*ids, *ids),
+        )
+    ]
     for task_id in ids:
         tx.emit("task.deleted", caller, task_id=task_id, payload={"root": task["id"]})
     # Children first is unnecessary: the FK is checked at statement end.
     tx.execute(f"DELETE FROM tasks WHERE id IN ({marks})", ids)
+    for task_id in waiting:
+        graph.refresh(tx, caller, task_by_id(tx, task_id))
+    if task["parent_task_id"] is not None:
+        parent = task_by_id(tx, task["parent_task_id"])
+        if parent["kind"] != "task":
+            graph.settle(tx, caller, task["id"], parent["id"])
     return ids
 
 
@@ -390,6 +460,7 @@ class ListItemParts:
     task: sqlite3.Row
     active_run: sqlite3.Row | None
     child_count: int
+    dependencies: list[sqlite3.Row]
 
 
 @dataclass(slots=True)
@@ -401,9 +472,15 @@ class DetailParts:
 
 
 def list_item_parts(tx: Tx, rows: list[sqlite3.Row]) -> list[ListItemParts]:
-    """Each task with its open run and child count (two indexed lookups each)."""
+    """Each task with its open run, child count and dependencies (three
+    indexed lookups each)."""
     return [
-        ListItemParts(row, runs_store.open_run_for_task(tx, row["id"]), child_count(tx, row["id"]))
+        ListItemParts(
+            row,
+            runs_store.open_run_for_task(tx, row["id"]),
+            child_count(tx, row["id"]),
+            graph.dependencies(tx, row["id"]),
+        )
         for row in rows
     ]
 
