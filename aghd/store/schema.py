@@ -229,7 +229,60 @@ CREATE TABLE workflows (
 ) STRICT;
 """
 
-MIGRATIONS: list[str] = [_M1, _M2]
+# Migration 3: observability and coordination (issue 4) — run logs, messages
+# on a run's coordination channel, and per-actor inbox triage.
+_M3 = """
+-- Lines an agent logged for a run (agent.log). Retention is bounded by
+-- configuration: the oldest lines of a run are deleted past the limit.
+CREATE TABLE run_logs (
+    id         INTEGER PRIMARY KEY,
+    run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    task_id    TEXT NOT NULL,
+    level      TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    step       INTEGER,
+    metadata   TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX run_logs_run ON run_logs (run_id, id);
+
+-- Messages on a run's coordination channel. Input from people (tasks.send)
+-- names the task; run_id is set once a run receives it (NULL: waiting for
+-- the task's next run). Agents post status and question messages.
+CREATE TABLE run_messages (
+    id          INTEGER PRIMARY KEY,
+    task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    run_id      TEXT REFERENCES runs(id) ON DELETE CASCADE,
+    direction   TEXT NOT NULL,  -- 'to_agent' | 'from_agent'
+    kind        TEXT NOT NULL,  -- 'input' | 'status' | 'question'
+    message     TEXT NOT NULL,
+    actor_kind  TEXT,
+    actor_ref   TEXT,
+    created_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX run_messages_task ON run_messages (task_id, id);
+CREATE INDEX run_messages_run ON run_messages (run_id, id) WHERE run_id IS NOT NULL;
+
+-- A question from the agent holding the task's run waits for an answer
+-- (tasks.send): the inbox shows it and blocking_reason says so.
+ALTER TABLE tasks ADD COLUMN awaiting_input INTEGER NOT NULL DEFAULT 0;
+
+-- Inbox triage per actor and task: read / dismissed / archived, and the
+-- activity the actor last saw (newer activity makes the item unread again).
+CREATE TABLE task_triage (
+    task_id               TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    actor_kind            TEXT NOT NULL,
+    actor_ref             TEXT NOT NULL DEFAULT '',
+    read                  INTEGER NOT NULL DEFAULT 0,
+    dismissed             INTEGER NOT NULL DEFAULT 0,
+    archived              INTEGER NOT NULL DEFAULT 0,
+    last_seen_activity_at INTEGER,
+    updated_at            INTEGER NOT NULL,
+    PRIMARY KEY (actor_kind, actor_ref, task_id)
+) STRICT, WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3]
 LATEST = len(MIGRATIONS)
 
 
