@@ -10,11 +10,13 @@ uvloop or yaml. The client is imported inside the command that connects.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -44,6 +46,9 @@ TASK_STATUSES = (
     "failed",
     "canceled",
 )
+
+CLOSED_STATUSES = ("completed", "failed", "canceled")
+ACTIVE_RUN_STATUSES = ("claimed", "starting", "running")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,7 +152,8 @@ def report_error(exc: AghError) -> int:
         return EXIT_UNAVAILABLE
     click.echo(f"agh: {exc.message}", err=True)
     hint = exc.details.get("hint")
-    if hint:
+    # Some messages already end with their hint (workflow YAML errors do).
+    if hint and str(hint) not in exc.message:
         click.echo(f"hint: {hint}", err=True)
     return EXIT_FAILED
 
@@ -227,9 +233,11 @@ def main(socket_path: str | None) -> None:
     Exit status:
       0   success
       1   the operation failed: aghd returned an error (printed as
-          "agh: <message>" with a hint), or `agh claim` found no work
+          "agh: <message>" with a hint), `agh claim` found no work, or
+          a cancel/rm confirmation was declined
       2   usage error: unknown option, bad value, invalid JSON in
-          --input/--result
+          --input/--result, or cancel/rm without --yes when stdin is
+          not a terminal
       69  aghd cannot be reached on the socket (EX_UNAVAILABLE): it is
           not running, did not answer in time, or the socket is not
           yours; the message says which and what to do
@@ -258,7 +266,8 @@ def main(socket_path: str | None) -> None:
     "--max-attempts",
     type=click.IntRange(1, 1000),
     metavar="N",
-    help="How many claims the run may take before the task fails. [default: 1]",
+    help="How many claims the run may take before the task fails. "
+    "[default: aghd --max-attempts, normally 1]",
 )
 @click.option("--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run.")
 @click.option("--draft", is_flag=True, help="Create a draft: not published, no run.")
@@ -305,14 +314,23 @@ def add(
     if as_json:
         emit_json(result)
         return
-    task = result.task
     if quiet:
-        click.echo(task.identifier)
+        click.echo(result.task.identifier)
         return
+    click.echo(task_run_line(result))
+
+
+def task_run_line(result: p.TaskRunResult) -> str:
+    """``T-3  task_…  ready  run run_… queued``, or why no run is queued yet."""
+    task, run = result.task, result.run
     line = f"{task.identifier}  {task.id}  {task.status}"
-    if result.run is not None:
-        line += f"  run {result.run.id} {result.run.status}"
-    click.echo(line)
+    if run is not None:
+        line += f"  run {run.id} {run.status}"
+    elif task.kind == "workflow" and task.status not in ("pending", *CLOSED_STATUSES):
+        line += f"  steps run as their dependencies complete (agh tree {task.identifier})"
+    elif task.blocking_reason:
+        line += f"  waits: {task.blocking_reason}"
+    return line
 
 
 @main.command("ls")
@@ -489,6 +507,76 @@ def format_task_detail(detail: p.TaskDetail, max_events: int = 10) -> str:
 
 def indent(text: str, prefix: str = "  ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
+
+
+@main.command("publish")
+@click.argument("task_id", metavar="ID")
+@json_option
+@click.pass_context
+def publish(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Publish a draft: make it live and queue its run.
+
+    Prints the task and its queued run, or what it waits for (approval,
+    dependencies) when something still blocks it. A run requested with
+    `agh start` while it was a draft is the one queued, with its --input.
+
+    \b
+    Example:
+      agh add "Plan the migration" --draft -q      # T-7
+      agh publish T-7
+    """
+    with connect(ctx) as client:
+        result = client.tasks_publish(task_id)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(task_run_line(result))
+
+
+@main.command("start")
+@click.argument("task_id", metavar="ID")
+@click.option("--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run.")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Repeating the command with the same KEY returns the run it made "
+    "instead of requesting another.",
+)
+@json_option
+@click.pass_context
+def start(
+    ctx: click.Context, task_id: str, input_: Any, idempotency_key: str | None, as_json: bool
+) -> None:
+    """Request a run of a task (for a workflow: run its whole DAG).
+
+    The run is queued at once unless something blocks the task; then the
+    request is kept and the run queued when the task is published,
+    approved or its dependencies complete. A finished task gets a new run
+    (a manual retry). Starting a workflow's root task (from `agh compose`)
+    requests a run of every step: steps without dependencies are queued
+    now, the others as their dependencies complete; --input is handed to
+    every step's run.
+
+    \b
+    Example:
+      agh start T-42
+      agh start T-42 --input '{"branch": "main"}' --idempotency-key deploy-42
+      agh start T-1 && agh tree T-1      # a workflow root
+    """
+    fields: dict[str, Any] = {}
+    if input_ is not None:
+        fields["input"] = input_
+    if idempotency_key is not None:
+        fields["idempotency_key"] = idempotency_key
+    with connect(ctx) as client:
+        result = client.tasks_start(task_id, **fields)
+    if as_json:
+        emit_json(result)
+        return
+    line = task_run_line(result)
+    if result.run is None and result.task.draft:
+        line += f"  waits: queued when published (agh publish {result.task.identifier})"
+    click.echo(line)
 
 
 # -- agent work -------------------------------------------------------------------
@@ -696,6 +784,588 @@ def release(ctx: click.Context, run_id: str, token: str, reason: str | None, as_
     with connect(ctx) as client:
         result = client.release(run_id, token, reason=reason)
     emit_lease(result, as_json)
+
+
+# -- approval and the task graph ----------------------------------------------------
+
+
+@main.command("approve")
+@click.argument("task_id", metavar="ID")
+@click.option("--comment", metavar="TEXT", help="Recorded in the task's approval event.")
+@json_option
+@click.pass_context
+def approve(ctx: click.Context, task_id: str, comment: str | None, as_json: bool) -> None:
+    """Approve a task waiting for manual approval; its run is queued.
+
+    Prints the task, its approval state and the queued run, or why the run
+    still waits (unmet dependencies). Approving a task that needs no
+    approval, or one already approved or rejected, fails (exit 1).
+
+    \b
+    Example:
+      agh approve T-12 --comment "looks safe"
+    """
+    with connect(ctx) as client:
+        result = client.tasks_approve(task_id, comment=comment)
+    if as_json:
+        emit_json(result)
+        return
+    task, run = result.task, result.run
+    line = f"{task.identifier}  {task.approval_state}  {task.status}"
+    if run is not None:
+        line += f"  run {run.id} {run.status}"
+    elif task.blocking_reason:
+        line += f"  waits: {task.blocking_reason}"
+    click.echo(line)
+
+
+@main.command("deny")
+@click.argument("task_id", metavar="ID")
+@click.option("--reason", metavar="TEXT", help="Why; recorded as the task's closed reason.")
+@json_option
+@click.pass_context
+def deny(ctx: click.Context, task_id: str, reason: str | None, as_json: bool) -> None:
+    """Reject a task waiting for manual approval (alias: reject).
+
+    The task closes as canceled; tasks that depend on it stay blocked.
+    `agh reject` is the same command.
+
+    \b
+    Example:
+      agh deny T-12 --reason "not during the freeze"
+      agh reject T-12
+    """
+    with connect(ctx) as client:
+        result = client.tasks_reject(task_id, reason=reason)
+    if as_json:
+        emit_json(result)
+        return
+    task = result.task
+    line = f"{task.identifier}  {task.approval_state}  {task.status}"
+    if task.closed_reason and task.closed_reason != task.approval_state:
+        line += f"  ({task.closed_reason})"
+    click.echo(line)
+
+
+# The protocol calls it tasks.reject: accept that name too, without listing
+# the command twice in `agh --help`.
+_reject = copy.copy(deny)
+_reject.name = "reject"
+_reject.hidden = True
+main.add_command(_reject, "reject")
+
+
+def stdin_is_tty() -> bool:
+    stdin = sys.stdin
+    return stdin is not None and stdin.isatty()
+
+
+def require_confirmation(ctx: click.Context, yes: bool, what: str) -> bool:
+    """Whether the caller must be asked. Without --yes and without a terminal
+    to ask on, refuse (a usage error): a script must say --yes explicitly."""
+    if yes:
+        return False
+    if not stdin_is_tty():
+        raise click.UsageError(
+            f"refusing to {what} without confirmation: stdin is not a terminal; "
+            "pass --yes (-y) to go ahead",
+            ctx,
+        )
+    return True
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+@dataclass(frozen=True)
+class SubtreeCounts:
+    tasks: int
+    open_tasks: int
+    active_runs: int
+    queued_runs: int
+
+
+def subtree_counts(tree: p.TaskTree) -> SubtreeCounts:
+    nodes = [tree.root, *tree.descendants]
+    runs = [n.active_run.status for n in nodes if n.active_run is not None]
+    return SubtreeCounts(
+        tasks=len(nodes),
+        open_tasks=sum(n.task.status not in CLOSED_STATUSES for n in nodes),
+        active_runs=sum(status in ACTIVE_RUN_STATUSES for status in runs),
+        queued_runs=sum(status == "queued" for status in runs),
+    )
+
+
+def confirm_or_stop(question: str, refused: str) -> None:
+    """Ask on stderr (stdout is for data); a no (or end of input) exits 1."""
+    if not click.confirm(question, default=False, err=True):
+        fail(refused)
+
+
+yes_option = click.option(
+    "-y", "--yes", is_flag=True, help="Do not ask for confirmation (required without a terminal)."
+)
+
+
+@main.command("cancel")
+@click.argument("task_id", metavar="ID")
+@click.option("--reason", metavar="TEXT", help="Why; recorded on every canceled task.")
+@yes_option
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, task_id: str, reason: str | None, yes: bool, as_json: bool) -> None:
+    """Cancel a task and everything under it, active runs included.
+
+    Every open task of the subtree is canceled; queued and running runs
+    end as canceled, and their agents get lease_lost on their next call.
+    Without --yes, asks first, saying how many tasks and runs it affects;
+    when stdin is not a terminal, --yes is required (exit 2 without it).
+
+    \b
+    Example:
+      agh cancel T-1
+      agh cancel T-1 --reason "superseded by T-9" --yes
+    """
+    ask = require_confirmation(ctx, yes, f"cancel {task_id} and its subtree")
+    with connect(ctx) as client:
+        if ask:
+            tree = client.tasks_tree(task_id).tree
+            counts = subtree_counts(tree)
+            root = tree.root.task
+            confirm_or_stop(
+                f"Cancel {root.identifier} ({shorten(root.title, 40)}): "
+                f"{plural(counts.tasks, 'task')} in its subtree ({counts.open_tasks} open); "
+                f"{plural(counts.active_runs, 'active run')} and "
+                f"{plural(counts.queued_runs, 'queued run')} will be canceled. Continue?",
+                f"{root.identifier} not canceled",
+            )
+        result = client.tasks_cancel(task_id, reason=reason)
+    if as_json:
+        emit_json(result)
+        return
+    task = result.task
+    line = f"{task.identifier}  {task.status}"
+    if task.closed_reason and task.closed_reason != task.status:
+        line += f"  ({task.closed_reason})"
+    click.echo(line)
+
+
+@main.command("rm")
+@click.argument("task_id", metavar="ID")
+@yes_option
+@json_option
+@click.pass_context
+def rm(ctx: click.Context, task_id: str, yes: bool, as_json: bool) -> None:
+    """Delete a task and its subtree, with their runs and events.
+
+    Refused (exit 1) while any task of the subtree has an active run:
+    `agh cancel` it first. Tasks outside the subtree that depended on a
+    deleted task lose that dependency. Without --yes, asks first; when
+    stdin is not a terminal, --yes is required (exit 2 without it).
+    With --json prints {}.
+
+    \b
+    Example:
+      agh rm T-7
+      agh rm T-7 -y
+    """
+    ask = require_confirmation(ctx, yes, f"delete {task_id} and its subtree")
+    with connect(ctx) as client:
+        if ask:
+            tree = client.tasks_tree(task_id).tree
+            counts = subtree_counts(tree)
+            root = tree.root.task
+            question = (
+                f"Delete {root.identifier} ({shorten(root.title, 40)}) and its subtree: "
+                f"{plural(counts.tasks, 'task')} with their runs and events, for good"
+            )
+            if counts.active_runs:
+                question += (
+                    f" ({plural(counts.active_runs, 'active run')}: aghd refuses until "
+                    "they are canceled)"
+                )
+            confirm_or_stop(question + ". Continue?", f"{root.identifier} not deleted")
+        result = client.tasks_delete(task_id)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"deleted {task_id}")
+
+
+@main.group("dep")
+@json_option
+def dep(as_json: bool) -> None:
+    """Add or remove a dependency between two tasks.
+
+    `agh dep add ID DEP` makes task ID wait until task DEP has completed;
+    `agh dep rm ID DEP` drops that. Both print ID's dependencies after the
+    change. A dependency that would close a cycle is refused (exit 1, the
+    cycle named). --json may come before or after the subcommand.
+
+    \b
+    Example:
+      agh dep add T-3 T-2      # T-3 runs after T-2
+      agh dep rm T-3 T-2
+    """
+
+
+def dep_json(ctx: click.Context, as_json: bool) -> bool:
+    """``agh dep --json add`` and ``agh dep add --json`` mean the same."""
+    return as_json or bool(ctx.parent is not None and ctx.parent.params.get("as_json"))
+
+
+def emit_dependencies(result: p.TaskDetailResult) -> None:
+    detail = result.task
+    task = detail.task
+    line = f"{task.identifier}  {task.status}"
+    if task.blocking_reason:
+        line += f"  waits: {task.blocking_reason}"
+    click.echo(line)
+    refs = detail.dependency_references
+    if not refs:
+        click.echo(f"{task.identifier} has no dependencies")
+        return
+    rows = [
+        (
+            ref.depends_on.identifier if ref.depends_on else ref.depends_on_task_id,
+            ref.depends_on.status if ref.depends_on else "-",
+            shorten(ref.depends_on.title, 60) if ref.depends_on else "-",
+        )
+        for ref in refs
+    ]
+    click.echo(format_table(("DEPENDS ON", "STATUS", "TITLE"), rows))
+
+
+@dep.command("add")
+@click.argument("task_id", metavar="ID")
+@click.argument("depends_on", metavar="DEP")
+@json_option
+@click.pass_context
+def dep_add(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) -> None:
+    """Make task ID wait for task DEP to complete.
+
+    Adding a dependency twice is a no-op. Refused while ID has a queued or
+    active run, and when it would close a cycle.
+
+    \b
+    Example:
+      agh dep add T-3 T-2
+    """
+    with connect(ctx) as client:
+        result = client.tasks_dependencies_add(task_id, depends_on)
+    if dep_json(ctx, as_json):
+        emit_json(result)
+        return
+    emit_dependencies(result)
+
+
+@dep.command("rm")
+@click.argument("task_id", metavar="ID")
+@click.argument("depends_on", metavar="DEP")
+@json_option
+@click.pass_context
+def dep_rm(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) -> None:
+    """Stop task ID waiting for task DEP.
+
+    If nothing else blocks ID and a run was requested, it is queued now.
+
+    \b
+    Example:
+      agh dep rm T-3 T-2
+    """
+    with connect(ctx) as client:
+        result = client.tasks_dependencies_remove(task_id, depends_on)
+    if dep_json(ctx, as_json):
+        emit_json(result)
+        return
+    emit_dependencies(result)
+
+
+@main.command("child")
+@click.argument("parent_id", metavar="ID")
+@click.argument("title")
+@click.option("--priority", type=click.Choice(PRIORITIES), help="Priority. [default: medium]")
+@click.option("--channel", metavar="NAME", help="Network channel agents can claim by.")
+@click.option(
+    "--workspace",
+    metavar="PATH",
+    help="Workspace directory (made absolute). Not inherited from the parent.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 1000),
+    metavar="N",
+    help="How many claims the run may take before the task fails. "
+    "[default: aghd --max-attempts, normally 1]",
+)
+@click.option("--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run.")
+@click.option("--draft", is_flag=True, help="Create a draft: not published.")
+@click.option("--description", metavar="TEXT", help="Longer description of the work.")
+@click.option(
+    "--start/--no-start",
+    "start_",
+    default=None,
+    help="Queue its run now (the default), or only create it. "
+    "With --draft the default is --no-start; --draft --start queues the run on publish.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the task identifier.")
+@json_option
+@click.pass_context
+def child(
+    ctx: click.Context,
+    parent_id: str,
+    title: str,
+    priority: str | None,
+    channel: str | None,
+    workspace: str | None,
+    max_attempts: int | None,
+    input_: Any,
+    draft: bool,
+    description: str | None,
+    start_: bool | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Create a subtask of task ID and queue its run (like `agh add`).
+
+    The child is shown under its parent by `agh tree` and is canceled or
+    deleted with it. Use --no-start to only create it (start it later with
+    `agh start`).
+
+    \b
+    Example:
+      agh child T-1 "Write the tests" --priority high
+      agh child T-1 "Review" --no-start -q
+    """
+    fields: dict[str, Any] = {"start": (not draft) if start_ is None else start_, "draft": draft}
+    if priority is not None:
+        fields["priority"] = priority
+    if channel is not None:
+        fields["network_channel"] = channel
+    if workspace is not None:
+        fields["workspace"] = os.path.abspath(os.path.expanduser(workspace))
+    if max_attempts is not None:
+        fields["max_attempts"] = max_attempts
+    if input_ is not None:
+        fields["input"] = input_
+    if description is not None:
+        fields["description"] = description
+    with connect(ctx) as client:
+        result = client.tasks_children_create(parent_id, title, **fields)
+    if as_json:
+        emit_json(result)
+        return
+    if quiet:
+        click.echo(result.task.identifier)
+        return
+    click.echo(task_run_line(result))
+
+
+@main.command("tree")
+@click.argument("task_id", metavar="ID")
+@json_option
+@click.pass_context
+def tree(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Show a task and everything under it, one line per task.
+
+    Each level of depth is indented by two spaces. A line shows the
+    identifier, status and title, then the task's open run (id and
+    status), why a blocked task waits, or why a closed task closed.
+
+    \b
+    Example:
+      agh tree T-1
+      agh tree T-1 --json | jq '.tree.descendants | length'
+    """
+    with connect(ctx) as client:
+        result = client.tasks_tree(task_id)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_tree(result.tree))
+
+
+def format_tree(tree: p.TaskTree) -> str:
+    """The readable form of a ``tasks.tree`` result: indented, columns aligned."""
+    nodes = [tree.root, *tree.descendants]
+    base = tree.root.depth
+    heads = ["  " * (n.depth - base) + n.task.identifier for n in nodes]
+    head_width = max(len(h) for h in heads)
+    status_width = max(len(n.task.status) for n in nodes)
+    lines = []
+    for head, node in zip(heads, nodes, strict=True):
+        parts = [head.ljust(head_width), node.task.status.ljust(status_width)]
+        parts.append(shorten(node.task.title, 60))
+        if node.active_run is not None:
+            parts.append(f"run {node.active_run.id} {node.active_run.status}")
+        if node.task.status == "blocked" and node.blocking_reason:
+            parts.append(f"(waits: {node.blocking_reason})")
+        elif node.task.status in CLOSED_STATUSES and node.closed_reason not in (
+            None,
+            node.task.status,
+        ):
+            parts.append(f"({node.closed_reason})")
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+# -- workflows ------------------------------------------------------------------------
+
+
+def parse_vars(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
+    """``--var k=v`` options to a dict of strings (a later k wins)."""
+    result: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", ctx, param)
+        result[key] = value
+    return result
+
+
+@main.command("compose")
+@click.argument("file", type=click.File("r", encoding="utf-8"), metavar="FILE")
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    callback=parse_vars,
+    metavar="NAME=VALUE",
+    help="Fill {{ var.NAME }} in the YAML. Repeatable. Values are always strings.",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; write nothing.")
+@click.option(
+    "--update",
+    metavar="ID",
+    help="Replace the steps of this workflow (wf_… id, or its root task) instead of "
+    "creating one; refused while a step has an open run.",
+)
+@click.option("--start", "start_", is_flag=True, help="Start the workflow right away.")
+@click.option(
+    "--workspace", metavar="W", help="Workspace of a new workflow's tasks (path, id or key)."
+)
+@json_option
+@click.pass_context
+def compose(
+    ctx: click.Context,
+    file: IO[str],
+    variables: dict[str, str],
+    dry_run: bool,
+    update: str | None,
+    start_: bool,
+    workspace: str | None,
+    as_json: bool,
+) -> None:
+    """Create a workflow (a DAG of steps) from a YAML file.
+
+    FILE - reads the YAML from stdin. The workflow becomes a root task
+    with one child task per step; steps wait for their depends_on steps
+    and run only if their condition holds. Nothing runs until it is
+    started (`agh start <root>`, or --start).
+
+    --var values are passed as strings, never parsed: "3" and "true" stay
+    strings. With --dry-run nothing is written: the plan is printed level
+    by level (steps of one level may run in parallel), with each step's
+    action, resolved inputs, conditions, approval gate and dependencies.
+    YAML errors name the line and column (exit 1).
+
+    \b
+    Example:
+      agh compose deploy.yaml --var env=staging --dry-run
+      agh compose deploy.yaml --var env=prod --start
+      generate-workflow | agh compose - --json
+    """
+    try:
+        text = file.read()
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"not UTF-8 text ({exc})", ctx, param_hint="FILE") from None
+    if not text.strip():
+        raise click.BadParameter(f"{file.name} is empty", ctx, param_hint="FILE")
+    fields: dict[str, Any] = {"vars": variables, "dry_run": dry_run, "start": start_}
+    if update is not None:
+        fields["update"] = update
+    if workspace is not None:
+        fields["workspace"] = workspace_ref(workspace)
+    with connect(ctx) as client:
+        result = client.workflows_compose(text, **fields)
+    if as_json:
+        emit_json(result)
+        return
+    if dry_run or result.workflow is None or result.task is None:
+        click.echo(format_plan(result.plan))
+        return
+    workflow, task = result.workflow, result.task
+    click.echo(
+        format_fields(
+            [
+                ("Workflow", f"{workflow.id}  {workflow.name}"),
+                ("Version", workflow.version),
+                ("Root task", f"{task.identifier}  {task.id}  {task.status}"),
+                ("Steps", step_count(result.plan)),
+            ]
+        )
+    )
+    if not start_:
+        click.echo(f"start it with: agh start {task.identifier}", err=True)
+
+
+def step_count(plan: p.WorkflowPlan) -> str:
+    runnable = [s for s in plan.steps if s.action != "branch"]
+    return f"{plural(len(runnable), 'step')} in {plural(len(plan.levels), 'level')}"
+
+
+def condition_text(cond: p.StepCondition) -> str:
+    """``steps.test.output.passed == true``; values as compact JSON."""
+    if cond.op == "exists":
+        return f"{cond.field} {'exists' if cond.value else 'does not exist'}"
+    op = "==" if cond.op == "equals" else "!="
+    return f"{cond.field} {op} {json_text(cond.value)}"
+
+
+def format_plan(plan: p.WorkflowPlan) -> str:
+    """The readable form of a workflow plan: levels in order, each step with
+    what it does, its inputs, conditions, gate and dependencies."""
+    lines = [f"workflow: {plan.name}"]
+    if plan.description:
+        lines.append(f"  {shorten(plan.description, 96)}")
+    lines.append(step_count(plan))
+    steps = {s.id: s for s in plan.steps}
+    for level in plan.levels:
+        lines.append(f"level {level.level}" + (" (parallel):" if level.parallel else ":"))
+        for step_id in level.steps:
+            lines.extend(plan_step_lines(steps[step_id]))
+    return "\n".join(lines)
+
+
+def plan_step_lines(step: p.PlanStep) -> list[str]:
+    what: str = step.action
+    if step.tool:
+        what += f" {step.tool}"
+    if step.task_ref:
+        what += f" (copies {step.task_ref})"
+    lines = [f"  {step.id}  {what}"]
+    details: list[str] = []
+    if step.title != step.id:
+        details.append(f"title: {step.title}")
+    if step.parent:
+        details.append(f"in branch: {step.parent}")
+    if step.inputs:
+        details.append(f"inputs: {json_text(step.inputs)}")
+    details.extend(f"if {condition_text(c)}" for c in step.conditions)
+    if step.approval == "manual":
+        details.append("approval: manual (waits for `agh approve`)")
+    extras = [
+        f"priority {step.priority}" if step.priority else "",
+        f"channel {step.network_channel}" if step.network_channel else "",
+        f"max attempts {step.max_attempts}" if step.max_attempts else "",
+    ]
+    if any(extras):
+        details.append(", ".join(e for e in extras if e))
+    if step.depends_on:
+        details.append(f"depends on: {', '.join(step.depends_on)}")
+    lines.extend(f"    {d}" for d in details)
+    return lines
 
 
 # -- daemon -----------------------------------------------------------------------
