@@ -244,6 +244,63 @@ class Client:
         params = p.WorkflowsComposeParams(yaml=yaml, **fields)
         return self.call("workflows.compose", params, p.ComposeResult)
 
+    # -- timeline, streams, logs, messages ------------------------------------------
+
+    def tasks_timeline(self, id: str, **fields: Any) -> p.TimelineResult:
+        return self.call("tasks.timeline", p.TimelineParams(id=id, **fields), p.TimelineResult)
+
+    def tasks_stream(self, id: str, after_sequence: int | None = None) -> p.SubscribeResult:
+        params = p.TaskStreamParams(id=id, after_sequence=after_sequence)
+        return self.call("tasks.stream", params, p.SubscribeResult)
+
+    def events_subscribe(self, **filters: Any) -> p.SubscribeResult:
+        params = p.EventsSubscribeParams(**filters)
+        return self.call("events.subscribe", params, p.SubscribeResult)
+
+    def subscriptions_cancel(self, subscription: str) -> p.EmptyResult:
+        params = p.SubscriptionCancelParams(subscription=subscription)
+        return self.call("subscriptions.cancel", params, p.EmptyResult)
+
+    def next_event(self, timeout: float | None = None) -> p.StreamEvent:
+        """The next ``stream.event`` notification (buffered ones first).
+        Raises TimeoutError when none arrives within ``timeout`` seconds."""
+        while not self.notifications:
+            self._sock.settimeout(timeout)
+            try:
+                reply = p.reply_decoder.decode(self._read_line())
+            finally:
+                self._sock.settimeout(self.timeout)
+            if reply.method == "stream.event":
+                self.notifications.append(reply.params)
+        return msgspec.convert(self.notifications.pop(0), p.StreamEvent)
+
+    def agent_log(self, run_id: str, claim_token: str, lines: list[Any]) -> p.AgentLogResult:
+        params = msgspec.convert(
+            {"run_id": run_id, "claim_token": claim_token, "lines": lines}, p.AgentLogParams
+        )
+        return self.call("agent.log", params, p.AgentLogResult)
+
+    def runs_logs(self, id: str, **filters: Any) -> p.RunsLogsResult:
+        return self.call("runs.logs", p.RunsLogsParams(id=id, **filters), p.RunsLogsResult)
+
+    def tasks_send(self, id: str, message: str) -> p.MessageResult:
+        return self.call("tasks.send", p.TasksSendParams(id=id, message=message), p.MessageResult)
+
+    def agent_send(
+        self, run_id: str, claim_token: str, message: str, kind: str = "status"
+    ) -> p.MessageResult:
+        params = p.AgentSendParams(
+            run_id=run_id,
+            claim_token=claim_token,
+            message=message,
+            kind=kind,  # type: ignore[arg-type]
+        )
+        return self.call("agent.send", params, p.MessageResult)
+
+    def agent_messages(self, run_id: str, claim_token: str, after: int = 0) -> p.MessagesResult:
+        params = p.AgentMessagesParams(run_id=run_id, claim_token=claim_token, after=after)
+        return self.call("agent.messages", params, p.MessagesResult)
+
     # -- runs (operator) ------------------------------------------------------------
 
     def runs_get(self, id: str) -> p.RunDetailResult:

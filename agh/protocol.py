@@ -656,6 +656,162 @@ class EmptyResult(Shape, kw_only=True):
     pass
 
 
+# -- timeline, streams, run logs and messages (PROTOCOL §5, §7) ---------------
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+SeqNo = Annotated[int, Meta(ge=0)]
+
+
+class TimelineItem(Shape, kw_only=True):
+    """One event of the log, with the task and run as they are now."""
+
+    actor: Actor | None = None
+    event_id: str
+    event_type: str
+    origin: Origin | None = None
+    payload: Any = None
+    run: Run | None = None
+    sequence: int
+    task: TaskSummary | None = None
+    timestamp: str
+
+
+class TimelineParams(Params, kw_only=True):
+    id: NonEmpty
+    after_sequence: SeqNo = 0
+    limit: Limit = 100
+
+
+class TimelineResult(Shape, kw_only=True):
+    timeline: list[TimelineItem]
+
+
+class TaskStreamParams(Params, kw_only=True):
+    id: NonEmpty
+    after_sequence: SeqNo | None = None
+
+
+class EventsSubscribeParams(Params, kw_only=True):
+    after_sequence: SeqNo | None = None
+    task_id: str | None = None
+    workspace: str | None = None
+    network_channel: str | None = None
+
+
+class SubscribeResult(Shape, kw_only=True):
+    subscription: str
+    # agh addition: where the stream starts (after_sequence, or the current
+    # end of the log when none was given).
+    after_sequence: int = 0
+
+
+class SubscriptionCancelParams(Params, kw_only=True):
+    subscription: NonEmpty
+
+
+class LogLine(Params, kw_only=True):
+    level: LogLevel = "info"
+    message: Annotated[str, Meta(max_length=65_536)]
+    step: int | None = None
+    metadata: Any = None
+
+
+class AgentLogParams(Params, kw_only=True):
+    run_id: NonEmpty
+    claim_token: NonEmpty
+    lines: Annotated[list[LogLine], Meta(min_length=1, max_length=1000)]
+
+
+class AgentLogResult(Shape, kw_only=True):
+    accepted: int
+    last_id: int
+
+
+class RunLog(Shape, kw_only=True):
+    id: int
+    run_id: str
+    task_id: str
+    level: LogLevel
+    message: str
+    step: int | None = None
+    metadata: Any = None
+    timestamp: str
+
+
+class RunsLogsParams(Params, kw_only=True):
+    """``id``: a run, or a task (its latest run). ``level``: the minimum level."""
+
+    id: NonEmpty
+    level: LogLevel | None = None
+    step: int | None = None
+    after: Annotated[int, Meta(ge=0)] = 0
+    limit: Limit = 100
+
+
+class RunsLogsResult(Shape, kw_only=True):
+    logs: list[RunLog]
+    run_id: str
+    # Pass as ``after`` to continue; equal to the request's when nothing new.
+    next_after: int
+
+
+MessageDirection = Literal["to_agent", "from_agent"]
+
+
+class Message(Shape, kw_only=True):
+    id: int
+    task_id: str
+    run_id: str | None = None
+    direction: MessageDirection
+    kind: MessageKind
+    message: str
+    actor: Actor | None = None
+    created_at: str
+
+
+class TasksSendParams(Params, kw_only=True):
+    id: NonEmpty
+    message: Annotated[str, Meta(min_length=1, max_length=65_536)]
+    kind: Literal["input"] = "input"
+
+
+class AgentSendParams(Params, kw_only=True):
+    run_id: NonEmpty
+    claim_token: NonEmpty
+    message: Annotated[str, Meta(min_length=1, max_length=65_536)]
+    kind: Literal["status", "question"] = "status"
+
+
+class MessageResult(Shape, kw_only=True):
+    message: Message
+    # tasks.send: whether a run holds the task now (false: queued for its next run).
+    delivered: bool = True
+
+
+class AgentMessagesParams(Params, kw_only=True):
+    run_id: NonEmpty
+    claim_token: NonEmpty
+    after: Annotated[int, Meta(ge=0)] = 0
+    limit: Limit = 100
+
+
+class MessagesResult(Shape, kw_only=True):
+    messages: list[Message]
+    next_after: int
+
+
+class StreamEvent(Shape, kw_only=True):
+    """``stream.event`` notification params. ``type`` is ``timeline``,
+    ``keepalive`` or ``overflow``; ``logs`` carries the lines of a
+    ``run.log`` event while they are retained."""
+
+    subscription: str
+    type: Literal["timeline", "keepalive", "overflow"]
+    sequence: int
+    timeline: TimelineItem | None = None
+    logs: list[RunLog] | None = None
+
+
 # -- JSON-RPC envelope ------------------------------------------------------
 
 # JSON-RPC ids: strings or numbers (a fractional one is discouraged but legal).

@@ -32,6 +32,7 @@ from aghd.server import Server
 from aghd.store import runs as runs_store
 from aghd.store import sessions as sessions_store
 from aghd.store.db import DAEMON, Caller, Committed, Tx, now_ms
+from aghd.streams import Hub
 
 log = logging.getLogger("aghd")
 
@@ -65,6 +66,9 @@ class Daemon:
             self.committer.read, self.committer.write, self.work, config.reaper_max_sleep_s
         )
         self.server = Server(self)
+        self.streams = Hub(
+            self.committer.read, config.stream_keepalive_s, config.stream_max_backlog_bytes
+        )
         # session_id -> number of open connections bound to it
         self._session_connections: dict[str, int] = {}
 
@@ -81,6 +85,8 @@ class Daemon:
         return await self.committer.read(fn, *args)
 
     def _on_commit(self, effects: Committed) -> None:
+        if effects.events:
+            self.streams.committed()
         if effects.work:
             self.work.notify()
         if effects.deadline is not None:
@@ -107,6 +113,7 @@ class Daemon:
             await self._unbind(previous)
 
     async def connection_gone(self, conn: ConnectionState) -> None:
+        self.streams.connection_gone(conn)
         if conn.session_id is not None:
             await self._unbind(conn.session_id)
             conn.session_id = None
@@ -242,6 +249,7 @@ async def serve(
             outer.start_soon(daemon.committer.run)
             async with anyio.create_task_group() as inner:
                 inner.start_soon(daemon.scheduler.run)
+                inner.start_soon(daemon.streams.run)
                 inner.start_soon(daemon.server.serve, listener)
                 if handle_signals:
                     inner.start_soon(_watch_signals, daemon)

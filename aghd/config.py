@@ -32,3 +32,10 @@ class Config:
     # Seconds to let in-flight requests finish on SIGTERM.
     shutdown_grace_s: float = 10.0
     use_uvloop: bool = True
+    # Streams (PROTOCOL §7): a keepalive when nothing else was sent for this
+    # long; a subscriber whose unsent notifications exceed the byte limit is
+    # dropped with "overflow" instead of growing the daemon's memory.
+    stream_keepalive_s: float = 15.0
+    stream_max_backlog_bytes: int = 1 << 20
+    # Run logs kept per run (agent.log); older lines are deleted.
+    log_retention_lines: int = 10_000

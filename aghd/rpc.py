@@ -29,7 +29,7 @@ Handler = Callable[["Context", Any], Awaitable[Any]]
 class ConnectionState:
     """What a connection has told us about itself (hello), and its peer."""
 
-    __slots__ = ("caller", "closed", "peer_uid", "send", "session_id", "user")
+    __slots__ = ("backlog", "caller", "closed", "peer_uid", "session_id", "user", "write")
 
     def __init__(self, peer_uid: int, user: str) -> None:
         self.peer_uid = peer_uid
@@ -38,6 +38,10 @@ class ConnectionState:
         self.session_id: str | None = None
         # Set when the peer will send no more requests (EOF or shutdown).
         self.closed = anyio.Event()
+        # Set by the server: write a line to the peer outside a reply (stream
+        # notifications), and how many bytes wait unsent in its buffer.
+        self.write: Callable[[bytes], None] | None = None
+        self.backlog: Callable[[], int] | None = None
 
     def mark_closed(self) -> None:
         self.closed.set()

@@ -99,6 +99,8 @@ class _Connection(asyncio.Protocol):
             tr.abort()
             return
         self.state = ConnectionState(*peer)
+        self.state.write = self._write
+        self.state.backlog = tr.get_write_buffer_size
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -156,6 +158,10 @@ class _Connection(asyncio.Protocol):
         self._update_reading()
 
     # -- ours -----------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def refuse_buffered(self) -> None:
         """Shutdown: answer complete lines not yet started with ``busy``."""

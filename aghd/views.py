@@ -12,6 +12,7 @@ from typing import Any
 
 from agh import protocol as p
 from aghd.store.db import event_id, from_json
+from aghd.store.events import TimelineEntry
 from aghd.timefmt import ts
 
 _MESSAGE_KINDS = ["input", "status", "question"]
@@ -255,6 +256,49 @@ def event(row: sqlite3.Row) -> p.TaskEvent:
         task_id=row["task_id"],
         timestamp=ts(row["created_at"]),  # type: ignore[arg-type]
         sequence=row["seq"],
+    )
+
+
+def timeline_item(entry: TimelineEntry) -> p.TimelineItem:
+    row = entry.event
+    return p.TimelineItem(
+        actor=actor(row["actor_kind"], row["actor_ref"]),
+        event_id=event_id(row["seq"]),
+        event_type=row["event_type"],
+        origin=origin(row["origin_kind"], row["origin_ref"]),
+        payload=from_json(row["payload"]),
+        run=None
+        if entry.run is None
+        else run(entry.run, None if entry.task is None else entry.task["workspace_id"]),
+        sequence=row["seq"],
+        task=None if entry.task is None else task_summary(entry.task),
+        timestamp=ts(row["created_at"]),  # type: ignore[arg-type]
+    )
+
+
+def run_log(row: sqlite3.Row) -> p.RunLog:
+    return p.RunLog(
+        id=row["id"],
+        run_id=row["run_id"],
+        task_id=row["task_id"],
+        level=row["level"],
+        message=row["message"],
+        step=row["step"],
+        metadata=from_json(row["metadata"]),
+        timestamp=ts(row["created_at"]),  # type: ignore[arg-type]
+    )
+
+
+def message(row: sqlite3.Row) -> p.Message:
+    return p.Message(
+        id=row["id"],
+        task_id=row["task_id"],
+        run_id=row["run_id"],
+        direction=row["direction"],
+        kind=row["kind"],
+        message=row["message"],
+        actor=actor(row["actor_kind"], row["actor_ref"]),
+        created_at=ts(row["created_at"]),  # type: ignore[arg-type]
     )
 
 

@@ -397,7 +397,7 @@ def claim_run(
 # -- fenced agent calls -----------------------------------------------------
 
 
-def _fenced(tx: Tx, run_id: str, token_hash: str, replay_reason: str | None = None) -> sqlite3.Row:
+def fenced(tx: Tx, run_id: str, token_hash: str, replay_reason: str | None = None) -> sqlite3.Row:
     """The run, if ``token_hash`` is its live claim; else lease_lost or forbidden.
 
     ``replay_reason``: if the token's claim already ended for exactly this
@@ -457,7 +457,7 @@ def heartbeat(
     Without ``lease_ms`` the lease is extended by the length it was last
     given, so an agent that claimed with a short lease keeps a short one.
     """
-    run = _fenced(tx, run_id, token_hash)
+    run = fenced(tx, run_id, token_hash)
     now = tx.now
     if lease_ms is None:
         lease_ms = run["lease_until"] - run["heartbeat_at"]
@@ -543,7 +543,7 @@ def complete_run(
         run = get_run(tx, run_id)
         _require_active(run, "completed")
     else:
-        run = _fenced(tx, run_id, token_hash, replay_reason="completed")
+        run = fenced(tx, run_id, token_hash, replay_reason="completed")
         if run["status"] == "completed":
             return run
     now = tx.now
@@ -583,7 +583,7 @@ def fail_run(
         run = get_run(tx, run_id)
         _require_active(run, "failed")
     else:
-        run = _fenced(tx, run_id, token_hash, replay_reason="failed")
+        run = fenced(tx, run_id, token_hash, replay_reason="failed")
         if run["status"] not in ACTIVE:
             return run
     _end_claim(tx, run_id, "failed" if token_hash is not None else "failed_by_operator")
@@ -650,7 +650,7 @@ def release_run(
 ) -> sqlite3.Row:
     """Give the run back: queued again, and the released claim does not count
     as an attempt (PROTOCOL §6: same attempt)."""
-    run = _fenced(tx, run_id, token_hash)
+    run = fenced(tx, run_id, token_hash)
     _end_claim(tx, run_id, "released")
     updated = _requeue(tx, run, available_at=tx.now, error=None, attempt_delta=-1)
     tx.emit(

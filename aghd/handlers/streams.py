@@ -1,0 +1,63 @@
+"""``tasks.timeline`` and the stream subscriptions: ``tasks.stream``,
+``events.subscribe``, ``subscriptions.cancel`` (delivery: aghd.streams)."""
+
+from __future__ import annotations
+
+from agh import protocol as p
+from aghd import views
+from aghd.rpc import Context, method
+from aghd.store import events as events_store
+from aghd.store import tasks as tasks_store
+from aghd.store.db import Tx
+from aghd.store.workspaces import find_workspace
+
+
+@method("tasks.timeline", p.TimelineParams)
+async def timeline(ctx: Context, params: p.TimelineParams) -> p.TimelineResult:
+    def do(tx: Tx) -> list[events_store.TimelineEntry]:
+        task = tasks_store.find_task(tx, params.id)
+        rows = events_store.task_timeline(tx, task["id"], params.after_sequence, params.limit)
+        return events_store.timeline_entries(tx, rows)
+
+    entries = await ctx.daemon.read(do)
+    return p.TimelineResult(timeline=[views.timeline_item(e) for e in entries])
+
+
+@method("tasks.stream", p.TaskStreamParams)
+async def stream_task(ctx: Context, params: p.TaskStreamParams) -> p.SubscribeResult:
+    """One task's events; without ``after_sequence`` its whole history first."""
+    task = await ctx.daemon.read(tasks_store.find_task, params.id)
+    after = params.after_sequence or 0
+    sub = ctx.daemon.streams.subscribe(
+        ctx.conn, events_store.StreamFilter(task_id=task["id"]), after
+    )
+    return p.SubscribeResult(subscription=sub.id, after_sequence=after)
+
+
+@method("events.subscribe", p.EventsSubscribeParams)
+async def subscribe(ctx: Context, params: p.EventsSubscribeParams) -> p.SubscribeResult:
+    """Every task's events (filterable); without ``after_sequence``, from now on."""
+
+    def resolve(tx: Tx) -> tuple[events_store.StreamFilter, int]:
+        task_id = workspace_id = None
+        if params.task_id is not None:
+            task_id = tasks_store.find_task(tx, params.task_id)["id"]
+        if params.workspace is not None:
+            ws = find_workspace(tx, params.workspace)
+            # A workspace that does not exist yet matches nothing until it does.
+            workspace_id = ws["id"] if ws is not None else f"missing:{params.workspace}"
+        after = params.after_sequence
+        if after is None:
+            after = events_store.last_sequence(tx)
+        filters = events_store.StreamFilter(task_id, workspace_id, params.network_channel)
+        return filters, after
+
+    filters, after = await ctx.daemon.read(resolve)
+    sub = ctx.daemon.streams.subscribe(ctx.conn, filters, after)
+    return p.SubscribeResult(subscription=sub.id, after_sequence=after)
+
+
+@method("subscriptions.cancel", p.SubscriptionCancelParams)
+async def cancel(ctx: Context, params: p.SubscriptionCancelParams) -> p.EmptyResult:
+    ctx.daemon.streams.cancel(ctx.conn, params.subscription)
+    return p.EmptyResult()

@@ -1,0 +1,161 @@
+"""Live event streams (PROTOCOL §7): subscriptions and their delivery.
+
+Every subscription is a cursor into the event log, pumped by its own task:
+read the committed events after the cursor (one read transaction), send
+them, advance, and sleep until the next commit. Replay and live delivery
+are the same loop, so the hand-over has no gap and no duplicate by
+construction, and a notification can only follow a commit (the reader sees
+nothing else). The daemon holds no per-subscriber queue: what a slow reader
+has not taken sits in its socket's write buffer, and once that passes a
+limit the subscription is dropped with a final ``overflow`` notification —
+the subscriber resubscribes from its last sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from agh import protocol as p
+from agh.errors import NotFound
+from aghd import views
+from aghd.rpc import ConnectionState
+from aghd.store import events as events_store
+from aghd.store.db import Tx, new_id
+
+log = logging.getLogger("aghd.streams")
+
+_BATCH = 256
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    id: str
+    conn: ConnectionState
+    filters: events_store.StreamFilter
+    cursor: int
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+def _read_batch(
+    tx: Tx, filters: events_store.StreamFilter, after: int
+) -> tuple[list[events_store.TimelineEntry], int]:
+    batch = events_store.stream_batch(tx, filters, after, _BATCH)
+    return events_store.timeline_entries(tx, batch.events), batch.cursor
+
+
+class Hub:
+    """The daemon's subscriptions; ``run`` hosts their pump tasks."""
+
+    def __init__(
+        self, read: Callable[..., Awaitable[Any]], keepalive_s: float, max_backlog: int
+    ) -> None:
+        self._read = read
+        self.keepalive_s = keepalive_s
+        self.max_backlog = max_backlog
+        self.subs: dict[str, Subscription] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await anyio.sleep_forever()
+
+    def committed(self) -> None:
+        """New events are durable: wake every pump (each reads what it wants)."""
+        for sub in self.subs.values():
+            sub.wake.set()
+
+    def subscribe(
+        self, conn: ConnectionState, filters: events_store.StreamFilter, after: int
+    ) -> Subscription:
+        if self._tg is None:  # pragma: no cover - run() starts with the server
+            raise RuntimeError("stream hub is not running")
+        sub = Subscription(new_id("sub"), conn, filters, after)
+        self.subs[sub.id] = sub
+        self._tg.start_soon(self._pump, sub)
+        return sub
+
+    def cancel(self, conn: ConnectionState, sub_id: str) -> None:
+        sub = self.subs.get(sub_id)
+        if sub is None or sub.conn is not conn:
+            raise NotFound(
+                f"subscription {sub_id} not found on this connection",
+                {
+                    "subscription": sub_id,
+                    "hint": "subscriptions belong to the connection that made them",
+                },
+            )
+        self._end(sub)
+
+    def connection_gone(self, conn: ConnectionState) -> None:
+        for sub in [s for s in self.subs.values() if s.conn is conn]:
+            self._end(sub)
+
+    def _end(self, sub: Subscription) -> None:
+        self.subs.pop(sub.id, None)
+        sub.scope.cancel()
+
+    # -- delivery ------------------------------------------------------------------
+
+    def _send(self, sub: Subscription, event: p.StreamEvent) -> bool:
+        """Write one notification; False once the subscriber is gone or
+        dropped for falling too far behind."""
+        conn = sub.conn
+        if conn.closed.is_set() or conn.write is None or conn.backlog is None:
+            return False
+        if event.type != "overflow" and conn.backlog() > self.max_backlog:
+            log.info("subscription %s overflowed at sequence %d; dropped", sub.id, sub.cursor)
+            self._send(
+                sub, p.StreamEvent(subscription=sub.id, type="overflow", sequence=sub.cursor)
+            )
+            return False
+        conn.write(
+            p.encoder.encode({"jsonrpc": "2.0", "method": "stream.event", "params": event}) + b"\n"
+        )
+        return True
+
+    async def _pump(self, sub: Subscription) -> None:
+        with sub.scope:
+            try:
+                await self._deliver(sub)
+            finally:
+                self.subs.pop(sub.id, None)
+
+    async def _deliver(self, sub: Subscription) -> None:
+        read = self._read
+        while True:
+            # A fresh event before reading: a commit during the read wakes
+            # the wait below at once.
+            sub.wake = anyio.Event()
+            entries, cursor = await read(_read_batch, sub.filters, sub.cursor)
+            for entry in entries:
+                item = views.timeline_item(entry)
+                logs = None if entry.logs is None else [views.run_log(r) for r in entry.logs]
+                notification = p.StreamEvent(
+                    subscription=sub.id,
+                    type="timeline",
+                    sequence=item.sequence,
+                    timeline=item,
+                    logs=logs,
+                )
+                if not self._send(sub, notification):
+                    return
+                sub.cursor = item.sequence
+            sub.cursor = max(sub.cursor, cursor)
+            if len(entries) == _BATCH:
+                continue  # more to replay; let other tasks run between batches
+            with anyio.move_on_after(self.keepalive_s) as timer:
+                await sub.wake.wait()
+            if timer.cancelled_caught:
+                keepalive = p.StreamEvent(
+                    subscription=sub.id, type="keepalive", sequence=sub.cursor
+                )
+                if not self._send(sub, keepalive):
+                    return
