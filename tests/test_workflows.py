@@ -215,3 +215,30 @@ def test_yaml_errors_name_line_and_column(client: Client) -> None:
     cyclic = PIPELINE.replace("depends_on: [build]", "depends_on: [build, deploy]")
     with pytest.raises(errors.InvalidParams, match="cycle"):
         client.workflows_compose(cyclic, vars={"env": "x"}, dry_run=True)
+
+
+def test_sub_task_copies_the_referenced_task_and_dry_run_checks_it(client: Client) -> None:
+    template = client.tasks_create("Deploy to prod", priority="high", description="runbook").task
+    text = f"""\
+name: release
+steps:
+  - id: ship
+    action: sub_task
+    task_definition_id: {template.identifier}
+"""
+    missing = text.replace(template.identifier, "T-999")
+    with pytest.raises(errors.InvalidParams) as refused:
+        client.workflows_compose(missing, dry_run=True)
+    assert refused.value.details["line"] == 3 and "T-999" in str(refused.value)
+    composed = client.workflows_compose(text)
+    assert composed.task is not None
+    ship = _steps(client, composed.task.id)["ship"]
+    assert ship.title == "Deploy to prod" and ship.priority == "high"
+
+
+def test_child_inherits_its_parents_workspace(client: Client, short_dir: str) -> None:
+    parent = client.tasks_create("in a workspace", workspace=short_dir).task
+    child = client.tasks_children_create(parent.id, "child").task
+    assert child.workspace_id == parent.workspace_id and child.scope == "workspace"
+    loose = client.tasks_children_create(parent.id, "global child", scope="global").task
+    assert loose.workspace_id is None and loose.scope == "global"

@@ -18,6 +18,7 @@ async def compose(ctx: Context, params: p.WorkflowsComposeParams) -> p.ComposeRe
     wf = await anyio.to_thread.run_sync(workflow_spec.parse, params.yaml, params.vars)
     plan = workflow_spec.to_plan(wf)
     if params.dry_run:
+        await ctx.daemon.read(store.check_references, wf)
         return p.ComposeResult(plan=plan)
     caller = ctx.caller
 

@@ -113,20 +113,23 @@ def task_by_idempotency_key(tx: Tx, key: str) -> sqlite3.Row | None:
 
 def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
     """Insert a task (identifier assigned here) and its ``task.created`` event."""
+    parent = None if new.parent_task_id is None else find_task(tx, new.parent_task_id)
+    parent_id = None if parent is None else parent["id"]
     workspace = None
     scope = new.scope
     if new.workspace is not None:
         workspace = resolve_workspace(tx, new.workspace)
         scope = scope or "workspace"
+    elif parent is not None and parent["workspace_id"] is not None and scope != "global":
+        # A child lives in its parent's workspace unless told otherwise.
+        workspace = find_workspace(tx, parent["workspace_id"])
+        scope = "workspace"
     if scope == "workspace" and workspace is None:
         raise InvalidParams(
             "scope 'workspace' needs a workspace",
             {"field": "$.params.workspace", "hint": "pass workspace (an absolute path, id or key)"},
         )
     scope = scope or "global"
-    parent_id = None
-    if new.parent_task_id is not None:
-        parent_id = find_task(tx, new.parent_task_id)["id"]
     # A live task starts pending; refresh() below makes it blocked if its
     # approval or dependencies say so.
     status = "draft" if new.draft else "pending"

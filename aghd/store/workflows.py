@@ -76,6 +76,27 @@ def _step_spec(step: Step) -> str | None:
     )
 
 
+def _referenced_task(tx: Tx, step: Step) -> sqlite3.Row:
+    """The task a ``sub_task`` step copies; a missing one is a YAML error."""
+    assert step.task_ref is not None
+    try:
+        return tasks_store.find_task(tx, step.task_ref)
+    except NotFound:
+        raise InvalidParams(
+            f"workflow YAML line {step.line}, column {step.column}: step '{step.id}' "
+            f"references task {step.task_ref}, which does not exist; create it first or "
+            "fix the reference (agh ls)",
+            {"field": "$.params.yaml", "line": step.line, "column": step.column},
+        ) from None
+
+
+def check_references(tx: Tx, wf: Workflow) -> None:
+    """What a dry run checks beyond the YAML itself: referenced tasks exist."""
+    for step in wf.steps:
+        if step.task_ref is not None:
+            _referenced_task(tx, step)
+
+
 def _new_step(
     tx: Tx,
     caller: Caller,
@@ -92,15 +113,7 @@ def _new_step(
     if step.task_ref is not None:
         # A sub_task copies the referenced task's definition; the step's own
         # keys win.
-        try:
-            ref = tasks_store.find_task(tx, step.task_ref)
-        except NotFound:
-            raise InvalidParams(
-                f"workflow YAML line {step.line}, column {step.column}: step '{step.id}' "
-                f"references task {step.task_ref}, which does not exist; create it first or "
-                "fix the reference (agh ls)",
-                {"field": "$.params.yaml", "line": step.line, "column": step.column},
-            ) from None
+        ref = _referenced_task(tx, step)
         title = title if title != step.id else ref["title"]
         description = description or ref["description"]
         priority = priority or ref["priority"]
