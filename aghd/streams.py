@@ -130,6 +130,7 @@ class Hub:
 
     async def _deliver(self, sub: Subscription) -> None:
         read = self._read
+        last_sent = anyio.current_time()
         while True:
             # A fresh event before reading: a commit during the read wakes
             # the wait below at once.
@@ -148,14 +149,19 @@ class Hub:
                 if not self._send(sub, notification):
                     return
                 sub.cursor = item.sequence
+                last_sent = anyio.current_time()
             sub.cursor = max(sub.cursor, cursor)
             if len(entries) == _BATCH:
-                continue  # more to replay; let other tasks run between batches
-            with anyio.move_on_after(self.keepalive_s) as timer:
+                continue  # more to replay; the read above let other tasks run
+            # Keepalives go to this subscriber after keepalive_s without a
+            # notification, however busy the rest of the daemon is.
+            quiet_for = anyio.current_time() - last_sent
+            with anyio.move_on_after(max(0.0, self.keepalive_s - quiet_for)):
                 await sub.wake.wait()
-            if timer.cancelled_caught:
+            if anyio.current_time() - last_sent >= self.keepalive_s:
                 keepalive = p.StreamEvent(
                     subscription=sub.id, type="keepalive", sequence=sub.cursor
                 )
                 if not self._send(sub, keepalive):
                     return
+                last_sent = anyio.current_time()

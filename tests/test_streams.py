@@ -278,3 +278,24 @@ def test_input_sent_before_a_run_waits_for_it(daemon: ThreadDaemon, client: Clie
         assert got[0].run_id == claim.run.id
         with pytest.raises(errors.Forbidden):
             agent.agent_messages(claim.run.id, "not-the-token")
+
+
+def test_keepalive_reaches_a_quiet_subscriber_of_a_busy_daemon(make_daemon: Any) -> None:
+    """Other tasks' events do not stand in for this subscriber's keepalives."""
+    daemon = make_daemon(stream_keepalive_s=0.3)
+    with daemon.client() as sub, daemon.client() as busy:
+        sid = sub.events_subscribe(network_channel="quiet").subscription
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            busy.tasks_create("noise")
+        event = sub.next_event(timeout=0.5)  # already buffered by now
+        assert event.type == "keepalive" and event.subscription == sid
+
+
+def test_question_is_cleared_when_the_run_ends(daemon: ThreadDaemon, client: Client) -> None:
+    agent, claim = _claim(daemon, "asker")
+    with agent:
+        agent.agent_send(claim.run.id, claim.claim_token, "which branch?", kind="question")
+        agent.complete(claim.run.id, claim.claim_token)
+    task = client.tasks_get(claim.task.id).task.task
+    assert task.status == "completed" and task.blocking_reason is None

@@ -125,6 +125,8 @@ def test_start_and_update_refused_while_a_step_is_active(
     assert composed.task is not None and composed.workflow is not None
     with pytest.raises(errors.Conflict, match="build"):
         client.tasks_start(composed.task.id)
+    with pytest.raises(errors.Conflict, match="never has a run"):
+        client.tasks_send(composed.task.id, "input for a container")
     with pytest.raises(errors.Conflict, match="wait for it to finish"):
         client.workflows_compose(PIPELINE, vars={"env": "dev"}, update=composed.workflow.id)
     client.tasks_cancel(composed.task.id)

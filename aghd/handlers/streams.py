@@ -44,7 +44,8 @@ async def subscribe(ctx: Context, params: p.EventsSubscribeParams) -> p.Subscrib
             task_id = tasks_store.find_task(tx, params.task_id)["id"]
         if params.workspace is not None:
             ws = find_workspace(tx, params.workspace)
-            # A workspace that does not exist yet matches nothing until it does.
+            # An unknown workspace matches nothing (its id is looked up once,
+            # at subscribe time).
             workspace_id = ws["id"] if ws is not None else f"missing:{params.workspace}"
         after = params.after_sequence
         if after is None:

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from agh.errors import NotFound
+from agh.errors import Conflict, NotFound
 from aghd.store import runs as runs_store
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, to_json
@@ -147,6 +147,12 @@ def send_to_task(tx: Tx, caller: Caller, ref: str, message: str) -> tuple[sqlite
     """Input for the task's active run, or kept for its next run. Answers a
     pending question. Returns (message, delivered to a live run now)."""
     task = tasks_store.find_task(tx, ref)
+    if task["kind"] != "task":
+        raise Conflict(
+            f"task {task['identifier']} is a {task['kind']}: it never has a run to read input; "
+            "send to one of its steps (agh tree shows them)",
+            {"task_id": task["id"], "kind": task["kind"]},
+        )
     run = runs_store.open_run_for_task(tx, task["id"])
     live = run is not None and run["status"] in runs_store.ACTIVE
     row = _insert_message(

@@ -539,7 +539,7 @@ def cancel_tree(tx: Tx, caller: Caller, ref: str, reason: str | None) -> sqlite3
     open_ids = [t["id"] for t in open_tasks]
     tx.execute(
         f"UPDATE tasks SET status = 'canceled', closed_at = ?, closed_reason = ?,"
-        f" blocking_reason = NULL, run_requested = 0, requested_input = NULL,"
+        f" blocking_reason = NULL, awaiting_input = 0, run_requested = 0, requested_input = NULL,"
         f" requested_key = NULL, updated_at = ? WHERE id IN ({','.join('?' * len(open_ids))})",
         (tx.now, closed_reason, tx.now, *open_ids),
     )

@@ -558,7 +558,8 @@ def complete_run(
     _end_claim(tx, run_id, "completed" if token_hash is not None else "completed_by_operator")
     parent_id = tx.scalar(
         "UPDATE tasks SET status = 'completed', closed_at = ?, updated_at = ?,"
-        " last_activity_at = ? WHERE id = ? RETURNING parent_task_id",
+        " last_activity_at = ?, awaiting_input = 0, blocking_reason = NULL"
+        " WHERE id = ? RETURNING parent_task_id",
         (now, now, now, run["task_id"]),
     )
     tx.emit("run.completed", caller, task_id=run["task_id"], run_id=run_id, touch=False)
@@ -611,8 +612,8 @@ def _fail_final(tx: Tx, caller: Caller, run: sqlite3.Row, error: str) -> sqlite3
     )
     assert updated is not None
     parent_id = tx.scalar(
-        "UPDATE tasks SET status = 'failed', closed_at = ?, closed_reason = ?, updated_at = ?"
-        " WHERE id = ? RETURNING parent_task_id",
+        "UPDATE tasks SET status = 'failed', closed_at = ?, closed_reason = ?, updated_at = ?,"
+        " awaiting_input = 0, blocking_reason = NULL WHERE id = ? RETURNING parent_task_id",
         (now, error, now, run["task_id"]),
     )
     tx.emit(
@@ -674,8 +675,8 @@ def cancel_run(tx: Tx, caller: Caller, run_id: str, reason: str | None) -> sqlit
     updated = end_run_canceled(tx, caller, run, reason)
     now = tx.now
     parent_id = tx.scalar(
-        "UPDATE tasks SET status = 'canceled', closed_at = ?, closed_reason = ?, updated_at = ?"
-        " WHERE id = ? RETURNING parent_task_id",
+        "UPDATE tasks SET status = 'canceled', closed_at = ?, closed_reason = ?, updated_at = ?,"
+        " awaiting_input = 0, blocking_reason = NULL WHERE id = ? RETURNING parent_task_id",
         (now, "run canceled" + (f": {reason}" if reason else ""), now, run["task_id"]),
     )
     graph.settle(tx, caller, run["task_id"], parent_id)
