@@ -13,6 +13,42 @@ from aghd.config import Config
 EXIT_ALREADY_RUNNING = 3
 
 
+# Config fields settable with --set NAME=VALUE (numbers; see aghd/config.py).
+TUNABLE = (
+    "stream_keepalive_s",
+    "stream_max_backlog_bytes",
+    "log_retention_lines",
+    "stuck_after_ms",
+    "backlog_threshold_ms",
+    "stale_after_ms",
+    "latency_window_ms",
+    "shutdown_grace_s",
+)
+
+
+def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
+    """``NAME=VALUE`` pairs for TUNABLE fields; anything else is a usage error."""
+    out: dict[str, float | int] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in TUNABLE:
+            raise click.BadParameter(
+                f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(TUNABLE)}",
+                param_hint="--set",
+            )
+        try:
+            value = float(text) if name.endswith("_s") else int(text)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r}: {text!r} is not a number", param_hint="--set"
+            ) from None
+        if value <= 0:
+            raise click.BadParameter(f"{item!r}: must be positive", param_hint="--set")
+        out[name] = value
+    return out
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="aghd")
 @click.option(
@@ -69,6 +105,13 @@ EXIT_ALREADY_RUNNING = 3
     help="Another uid allowed to connect (repeatable).",
 )
 @click.option(
+    "--set",
+    "settings",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="Set a tuning value (repeatable): " + ", ".join(TUNABLE) + ".",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -84,6 +127,7 @@ def main(
     backoff_cap_ms: int,
     max_claims_per_session: int,
     allowed_uids: tuple[int, ...],
+    settings: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the agh daemon in the foreground until SIGTERM.
@@ -114,6 +158,8 @@ def main(
         max_claims_per_session=max_claims_per_session,
         allowed_uids=allowed_uids,
     )
+    for name, value in _parse_settings(settings).items():
+        setattr(config, name, value)
     options = {"use_uvloop": True} if config.use_uvloop and _has_uvloop() else {}
     try:
         anyio.run(serve, config, backend="asyncio", backend_options=options)

@@ -13,7 +13,7 @@ import pytest
 
 from agh import errors
 from agh.client import Client
-from tests.conftest import ThreadDaemon
+from tests.conftest import ThreadDaemon, spawn_daemon
 
 
 def _stored_sequences(daemon: ThreadDaemon, after: int) -> list[int]:
@@ -299,3 +299,15 @@ def test_question_is_cleared_when_the_run_ends(daemon: ThreadDaemon, client: Cli
         agent.complete(claim.run.id, claim.claim_token)
     task = client.tasks_get(claim.task.id).task.task
     assert task.status == "completed" and task.blocking_reason is None
+
+
+def test_aghd_set_tunes_the_daemon(short_dir: str, procs: list[Any]) -> None:
+    """`aghd --set NAME=VALUE` reaches the running daemon; a bad name is a usage error."""
+    sock, db = f"{short_dir}/s.sock", f"{short_dir}/a.db"
+    bad = spawn_daemon(sock, db, "--set", "keepalive=1", wait=False)
+    procs.append(bad)
+    assert bad.wait(20) == 2
+    procs.append(spawn_daemon(sock, db, "--set", "stream_keepalive_s=0.2"))
+    with Client(sock) as sub:
+        sub.events_subscribe()
+        assert sub.next_event(timeout=5).type == "keepalive"
