@@ -227,20 +227,24 @@ def main(socket_path: str | None) -> None:
 
     Create and inspect tasks, and claim and finish their runs as an agent.
     Every command that prints data takes --json (one JSON document on
-    stdout). Data goes to stdout, diagnostics and errors to stderr.
+    stdout; JSON lines for the streams of watch, events and logs
+    --follow). Data goes to stdout, diagnostics and errors to stderr.
 
     \b
     Exit status:
       0   success
       1   the operation failed: aghd returned an error (printed as
-          "agh: <message>" with a hint), `agh claim` found no work, or
-          a cancel/rm confirmation was declined
+          "agh: <message>" with a hint), `agh claim` found no work,
+          a cancel/rm confirmation was declined, or the task `agh watch`
+          watched failed or was canceled
       2   usage error: unknown option, bad value, invalid JSON in
           --input/--result, or cancel/rm without --yes when stdin is
           not a terminal
       69  aghd cannot be reached on the socket (EX_UNAVAILABLE): it is
           not running, did not answer in time, or the socket is not
           yours; the message says which and what to do
+      130 interrupted (Ctrl-C) while watch, events or logs --follow
+          waited for events
 
     \b
     Example:
@@ -1366,6 +1370,781 @@ def plan_step_lines(step: p.PlanStep) -> list[str]:
         details.append(f"depends on: {', '.join(step.depends_on)}")
     lines.extend(f"    {d}" for d in details)
     return lines
+
+
+# -- watching: timeline, watch, logs, send, events ------------------------------------
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+LOG_LEVELS = ("debug", "info", "warn", "error")  # least to most severe
+RUN_END_STATUSES = ("completed", "failed", "canceled")
+# tasks.timeline pages at most this many events per call.
+PAGE = 1000
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C ends a stream quietly with exit 130, no traceback, no "Aborted!"."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def payload_summary(payload: Any, width: int = 80) -> str:
+    """An event payload as compact JSON on one line, cut to ``width``."""
+    if payload is None or payload == {}:
+        return "-"
+    return shorten(json_text(payload), width)
+
+
+def timeline_line(item: p.TimelineItem) -> str:
+    """``42  2026-…Z  run.claimed  agent_session:coder-1  {"attempt":1}``."""
+    parts = [
+        str(item.sequence).rjust(6),
+        item.timestamp,
+        item.event_type.ljust(18),
+        actor_text(item.actor).ljust(20),
+        payload_summary(item.payload),
+    ]
+    return "  ".join(parts)
+
+
+def read_timeline(
+    client: Client, task_id: str, after: int, until: int | None = None
+) -> list[p.TimelineItem]:
+    """Every event of a task after ``after`` (up to ``until`` when given),
+    page by page."""
+    items: list[p.TimelineItem] = []
+    while True:
+        page = client.tasks_timeline(task_id, after_sequence=after, limit=PAGE).timeline
+        for item in page:
+            if until is not None and item.sequence > until:
+                return items
+            items.append(item)
+        if len(page) < PAGE:
+            return items
+        after = page[-1].sequence
+
+
+@main.command("timeline")
+@click.argument("task_id", metavar="ID")
+@click.option(
+    "--after",
+    type=click.IntRange(0),
+    default=0,
+    metavar="SEQ",
+    help="Only events after this sequence number. [default: 0, from the start]",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, PAGE),
+    metavar="N",
+    help="At most N events (then a hint to continue). [default: all]",
+)
+@json_option
+@click.pass_context
+def timeline(
+    ctx: click.Context, task_id: str, after: int, limit: int | None, as_json: bool
+) -> None:
+    """Print a task's events, oldest first, one line each.
+
+    A line shows the event's sequence number, time, type, actor and its
+    payload as compact JSON (cut to fit). --json prints {"timeline":
+    [...]}, each item with the task and run as they are now.
+
+    \b
+    Example:
+      agh timeline T-42
+      agh timeline T-42 --after 120 --limit 20
+      agh timeline T-42 --json | jq -r '.timeline[].event_type'
+    """
+    more = False
+    with connect(ctx) as client:
+        if limit is None:
+            items = read_timeline(client, task_id, after)
+        else:
+            items = client.tasks_timeline(task_id, after_sequence=after, limit=limit).timeline
+            if len(items) == limit:
+                rest = client.tasks_timeline(task_id, after_sequence=items[-1].sequence, limit=1)
+                more = bool(rest.timeline)
+    if as_json:
+        emit_json({"timeline": items})
+    elif not items:
+        click.echo("no events" + (f" after {after}" if after else ""), err=True)
+    else:
+        for item in items:
+            click.echo(timeline_line(item))
+    if more:
+        click.echo(f"more events: agh timeline {task_id} --after {items[-1].sequence}", err=True)
+
+
+def task_end(client: Client, task_id: str, after: int, until: int | None = None) -> int:
+    """The sequence of the task's last event (up to ``until``), or ``after``."""
+    items = read_timeline(client, task_id, after, until)
+    return items[-1].sequence if items else after
+
+
+def follow_task(client: Client, task_id: str, as_json: bool) -> str:
+    """Print a task's stream until it is closed and every event up to its
+    close is printed; return its final status.
+
+    A timeline item carries the task as it is when aghd reads the event,
+    so on a replay (or a burst) every item may already say "completed":
+    seeing a closed status is not the end. Then the task's last event is
+    looked up and the stream read up to it. A task reopened meanwhile (a
+    new run) is followed on."""
+    sub = client.tasks_stream(task_id).subscription
+    last = 0
+    end: int | None = None
+    while True:
+        event = client.next_event()
+        if event.subscription != sub:
+            continue  # left over from a subscription dropped for overflow
+        if event.type == "overflow":
+            sub = client.tasks_stream(task_id, after_sequence=last).subscription
+            continue
+        item = event.timeline
+        if event.type != "timeline" or item is None or item.sequence <= last:
+            continue
+        last = item.sequence
+        click.echo(json_text(event) if as_json else timeline_line(item))
+        status = item.task.status if item.task is not None else None
+        if status is None or status not in CLOSED_STATUSES:
+            end = None
+            continue
+        if end is None:
+            end = task_end(client, task_id, last)
+        if last >= end:
+            return status
+
+
+@main.command("watch")
+@click.argument("task_id", metavar="ID")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON lines: each stream.event notification as one object.",
+)
+@click.pass_context
+def watch(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Print a task's events as they happen, until it is closed.
+
+    Replays the task's history first (lines as in `agh timeline`), then
+    prints each new event as aghd records it. Stops once the task is
+    completed, failed or canceled and its events up to then are printed:
+    exits 0 if it completed, 1 if it failed or was canceled, 130 on Ctrl-C.
+    A task that is already closed prints its history and exits. --json
+    prints each stream.event notification as one JSON object per line.
+
+    \b
+    Example:
+      agh watch T-42
+      agh watch T-42 && echo done
+      agh watch T-42 --json | jq -c '.timeline | {sequence, event_type}'
+    """
+    with interruptible(), connect(ctx) as client:
+        status = follow_task(client, task_id, as_json)
+    if status != "completed":
+        click.echo(f"agh: {task_id} is {status}", err=True)
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def log_line(log: p.RunLog) -> str:
+    """``2026-…Z  info   [2] message`` (the step only when the line has one)."""
+    step = f"[{log.step}] " if log.step is not None else ""
+    return f"{log.timestamp}  {log.level.ljust(5)}  {step}{log.message}"
+
+
+def log_wanted(log: p.RunLog, level: str | None, step: int | None) -> bool:
+    """The --level (minimum) and --step filters, applied by the client to
+    lines that arrive with stream events."""
+    if step is not None and log.step != step:
+        return False
+    return level is None or LOG_LEVELS.index(log.level) >= LOG_LEVELS.index(level)
+
+
+def read_logs(
+    client: Client, run_id: str, after: int, filters: dict[str, Any]
+) -> tuple[list[p.RunLog], int]:
+    """Every retained line of a run after log id ``after``, page by page;
+    returns them and the id to continue after."""
+    lines: list[p.RunLog] = []
+    while True:
+        page = client.runs_logs(run_id, after=after, limit=PAGE, **filters)
+        lines.extend(page.logs)
+        after = page.next_after
+        if len(page.logs) < PAGE:
+            return lines, after
+
+
+def emit_log(log: p.RunLog, as_json: bool) -> None:
+    click.echo(json_text(log) if as_json else log_line(log))
+
+
+@dataclass
+class LogFollow:
+    """Where `agh logs --follow` is: the run, its task's subscription, the
+    last event sequence and the last log id seen."""
+
+    run_id: str
+    task_id: str
+    subscription: str
+    last_sequence: int
+    last_id: int
+
+
+def follow_logs(
+    client: Client,
+    state: LogFollow,
+    level: str | None,
+    step: int | None,
+    as_json: bool,
+) -> None:
+    """Print the run's new lines as their ``run.log`` events arrive, until
+    an event shows the run ended."""
+    filters = {k: v for k, v in (("level", level), ("step", step)) if v is not None}
+    while True:
+        event = client.next_event()
+        if event.subscription != state.subscription:
+            continue
+        if event.type == "overflow":
+            state.subscription = client.events_subscribe(
+                task_id=state.task_id, after_sequence=state.last_sequence
+            ).subscription
+            continue
+        item = event.timeline
+        if event.type != "timeline" or item is None:
+            continue
+        state.last_sequence = item.sequence
+        if item.run is None or item.run.id != state.run_id:
+            continue
+        if item.event_type == "run.log":
+            if event.logs is None:  # no longer retained with the event: ask
+                new, state.last_id = read_logs(client, state.run_id, state.last_id, filters)
+            else:
+                new = [x for x in event.logs if x.id > state.last_id and log_wanted(x, level, step)]
+                state.last_id = max([state.last_id, *(x.id for x in event.logs)])
+            for log in new:
+                emit_log(log, as_json)
+        if item.run.status in RUN_END_STATUSES:
+            # The item shows the run as it is now: lines of run.log events
+            # still on their way are read here instead.
+            rest, state.last_id = read_logs(client, state.run_id, state.last_id, filters)
+            for log in rest:
+                emit_log(log, as_json)
+            return
+
+
+@main.command("logs")
+@click.argument("ref", metavar="RUN_OR_TASK")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option("--step", type=int, metavar="N", help="Only lines of step N.")
+@click.option("--level", type=click.Choice(LOG_LEVELS), help="Only lines at this level or above.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Only the last N of the lines already written. [default: all]",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document; with --follow, JSON lines (one log line each).",
+)
+@click.pass_context
+def logs(
+    ctx: click.Context,
+    ref: str,
+    follow: bool,
+    step: int | None,
+    level: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Print the log lines an agent wrote for a run.
+
+    RUN_OR_TASK is a run id, or a task (T-42 or task_…) for its latest
+    run. A line shows the time, level, [step] and message; aghd keeps the
+    last 10,000 lines of each run. With
+    --follow, prints new lines as the agent writes them and exits 0 when
+    the run ends (at once if it already has). --json prints
+    {"logs": [...], "run_id", "next_after"}; with --follow, one log line
+    object per line instead.
+
+    \b
+    Example:
+      agh logs T-42
+      agh logs run_01J… --level warn --step 2
+      agh logs T-42 --follow --limit 20
+    """
+    filters = {k: v for k, v in (("level", level), ("step", step)) if v is not None}
+    with interruptible(), connect(ctx) as client:
+        first = client.runs_logs(ref, limit=PAGE, **filters)  # resolves a task to its run
+        run_id = first.run_id
+        lines, last_id = list(first.logs), first.next_after
+        state: LogFollow | None = None
+        ended = True
+        if follow:
+            task_id = client.runs_get(run_id).run.task.id
+            sub = client.events_subscribe(task_id=task_id)
+            # After subscribing: a run that ends later is seen in the stream,
+            # and the read below has every line written before the stream starts.
+            ended = client.runs_get(run_id).run.run.status in RUN_END_STATUSES
+            state = LogFollow(run_id, task_id, sub.subscription, sub.after_sequence, last_id)
+        if follow or len(first.logs) == PAGE:
+            rest, last_id = read_logs(client, run_id, last_id, filters)
+            lines.extend(rest)
+        if limit is not None:
+            lines = lines[-limit:]
+        if as_json and not follow:
+            emit_json({"logs": lines, "run_id": run_id, "next_after": last_id})
+            return
+        if not lines and not follow:
+            click.echo(f"no log lines for {run_id}", err=True)
+        for log in lines:
+            emit_log(log, as_json)
+        if state is None or ended:
+            return
+        state.last_id = last_id
+        follow_logs(client, state, level, step, as_json)
+
+
+@main.command("send")
+@click.argument("task_id", metavar="ID")
+@click.argument("message", required=False)
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the message from stdin.")
+@json_option
+@click.pass_context
+def send(
+    ctx: click.Context, task_id: str, message: str | None, from_stdin: bool, as_json: bool
+) -> None:
+    """Send input to the agent working on a task.
+
+    If a run holds the task now, its agent gets the message at once
+    (agent.messages); otherwise it is queued for the task's next run.
+    Sending answers a question the agent asked. Give MESSAGE, or --stdin
+    to read it (one trailing newline is dropped).
+
+    \b
+    Example:
+      agh send T-42 "please also update the docs"
+      git diff | agh send T-42 --stdin
+    """
+    if from_stdin:
+        if message is not None:
+            raise click.UsageError("give MESSAGE or --stdin, not both", ctx)
+        message = sys.stdin.read()
+        if message.endswith("\n"):
+            message = message[:-1]
+    if message is None:
+        raise click.UsageError("missing MESSAGE (or --stdin to read it)", ctx)
+    if not message.strip():
+        raise click.BadParameter("the message is empty", ctx, param_hint="MESSAGE")
+    with connect(ctx) as client:
+        result = client.tasks_send(task_id, message)
+    if as_json:
+        emit_json(result)
+    elif result.delivered:
+        click.echo(f"{task_id}: delivered to the running agent (run {result.message.run_id})")
+    else:
+        click.echo(f"{task_id}: no run holds it now; queued for its next run")
+
+
+@main.command("events")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option(
+    "--after",
+    type=click.IntRange(0),
+    metavar="SEQ",
+    help="Start after this sequence number. [default: 0; with --follow, the end of the log]",
+)
+@click.option("--task", "task_ref", metavar="ID", help="Only this task's events.")
+@click.option("--workspace", metavar="W", help="Only events of this workspace's tasks.")
+@click.option("--channel", metavar="NAME", help="Only events of tasks on this network channel.")
+@click.option("--json", "as_json", is_flag=True, help="Accepted; the output is JSON lines anyway.")
+@click.pass_context
+def events(
+    ctx: click.Context,
+    follow: bool,
+    after: int | None,
+    task_ref: str | None,
+    workspace: str | None,
+    channel: str | None,
+    as_json: bool,
+) -> None:
+    """Print the event log as JSON lines, one timeline item per line.
+
+    Each line is one event with its task and run as they are now (the
+    items of `agh timeline --json`), in sequence order. Without --follow,
+    prints the events stored after --after when the command starts and
+    exits 0 (with --workspace or --channel, possibly only at aghd's next
+    keepalive, up to 15 s later). With --follow, prints them and then
+    every new event until Ctrl-C (exit 130); a subscriber that falls
+    behind is resumed where it stopped. The output is always JSON lines
+    (--json changes nothing).
+
+    \b
+    Example:
+      agh events --after 100 | jq -r .event_type
+      agh events --follow --channel gpu
+      agh events --task T-42
+    """
+    filters = {
+        k: v
+        for k, v in (
+            ("task_id", task_ref),
+            ("workspace", workspace_ref(workspace)),
+            ("network_channel", channel),
+        )
+        if v is not None
+    }
+    with interruptible(), connect(ctx) as client:
+        stream_events(client, filters, after, follow)
+
+
+def stream_events(client: Client, filters: dict[str, Any], after: int | None, follow: bool) -> None:
+    """Print matching timeline items after ``after`` as JSON lines: without
+    ``follow`` up to the end of the log as it is now, else until Ctrl-C.
+
+    The end is known by subscribing once without a cursor. The stream stops
+    at the event with that sequence or, when a filter skips it, at the
+    next keepalive (its sequence is the subscription's cursor)."""
+    end: int | None = None
+    if not follow:
+        # Subscribing without a cursor tells the end of the log now.
+        probe = client.events_subscribe(**filters)
+        client.subscriptions_cancel(probe.subscription)
+        end = probe.after_sequence
+        after = after or 0
+        task_id = filters.get("task_id")
+        if task_id is not None:
+            # A task's last event is usually well before the end of the log;
+            # stop at it rather than wait for aghd's next keepalive.
+            end = min(end, task_end(client, task_id, after, end))
+        if end <= after:
+            return
+    sub = client.events_subscribe(after_sequence=after, **filters)
+    sid, last = sub.subscription, sub.after_sequence
+    while True:
+        event = client.next_event()
+        if event.subscription != sid:
+            continue  # the probe's, or one dropped for overflow
+        if event.type == "overflow":
+            sid = client.events_subscribe(after_sequence=last, **filters).subscription
+            continue
+        item = event.timeline
+        if event.type == "timeline" and item is not None and item.sequence > last:
+            if end is not None and item.sequence > end:
+                return
+            click.echo(json_text(item))
+            last = item.sequence
+        if end is not None and event.sequence >= end:
+            return
+
+
+# -- the operator's view: dashboard and inbox ------------------------------------------
+
+INBOX_LANES = ("my_work", "approvals", "failed_runs", "blocked", "archived")
+
+
+def duration(ms: int | None) -> str:
+    """``850ms``, ``12s``, ``5m03s``, ``2h10m``, ``3d04h``; ``-`` for none."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    s = ms // 1000
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def health_text(status: str, reasons: Sequence[str]) -> str:
+    """``warning (2 stuck runs, queue backlog)``: the status and what made it."""
+    return f"{status} ({', '.join(reasons)})" if reasons else status
+
+
+def format_dashboard(board: p.Dashboard) -> str:
+    """The readable form of ``observe.dashboard``: health first, then what
+    is running, what waits, and how fast work is picked up."""
+    health, totals, queue, fresh = board.health, board.totals, board.queue, board.freshness
+    reasons = []
+    if health.stuck_runs:
+        reasons.append(plural(health.stuck_runs, "stuck run"))
+    if health.active_orphan_runs:
+        reasons.append(plural(health.active_orphan_runs, "orphaned run"))
+    if health.queue_backlog:
+        reasons.append("queue backlog")
+    if fresh.stale:
+        reasons.append(f"stale: nothing happened for {duration(fresh.age_ms)}")
+    last = "-"
+    if fresh.latest_activity_at:
+        last = f"{fresh.latest_activity_at} ({duration(fresh.age_ms)} ago)"
+    cards = board.cards
+    latency = cards.latency
+    window = f"last {duration(latency.window_ms)}" if latency.window_ms else "recent runs"
+
+    def lat(stat: p.LatencyStat) -> str:
+        if not stat.samples:
+            return "no samples"
+        return (
+            f"avg {duration(stat.average_ms)}, max {duration(stat.maximum_ms)}"
+            f" ({plural(stat.samples, 'run')})"
+        )
+
+    breakdown = ", ".join(
+        f"{s.status} {s.count} ({s.share_percent:.1f}%)" for s in board.status_breakdown if s.count
+    )
+    pairs: list[tuple[str, Any]] = [
+        ("Health", health_text(health.status, reasons)),
+        ("Last activity", last),
+        (
+            "Tasks",
+            f"{totals.tasks_total} ({breakdown})" if breakdown else totals.tasks_total,
+        ),
+        (
+            "Waiting",
+            f"{plural(cards.blocked.tasks, 'blocked task')}: "
+            f"{cards.blocked.awaiting_approval} awaiting approval, "
+            f"{cards.blocked.awaiting_dependencies} awaiting dependencies",
+        ),
+        (
+            "Failed",
+            f"{plural(cards.failed.tasks, 'task')}, {plural(cards.failed.failed_runs, 'run')}"
+            f" ({cards.failed.forced_stops} forced stops)",
+        ),
+        (
+            "Runs",
+            f"{totals.active_runs} active ({totals.claimed_runs} claimed, "
+            f"{totals.starting_runs} starting, {totals.running_runs} running), "
+            f"{totals.queued_runs} queued; {totals.completed_runs} completed, "
+            f"{totals.failed_runs} failed, {totals.canceled_runs} canceled",
+        ),
+        (
+            "Queue",
+            f"{queue.total} queued, oldest waited {duration(queue.oldest_queue_age_ms)}"
+            + (
+                f" ({queue.backlog_status}: over {duration(queue.backlog_threshold_ms)})"
+                if queue.backlog_warning
+                else ""
+            ),
+        ),
+        (
+            f"Latency ({window})",
+            f"claim {lat(latency.claim_latency_ms)}; start {lat(latency.start_latency_ms)}",
+        ),
+    ]
+    parts = [format_fields(pairs)]
+    if queue.depth:
+        rows = [
+            (d.network_channel or "-", str(d.count), duration(d.oldest_queue_age_ms))
+            for d in queue.depth
+        ]
+        parts.append(
+            "Queue by channel:\n" + indent(format_table(("CHANNEL", "QUEUED", "OLDEST"), rows))
+        )
+    items = board.active_runs.items
+    if items:
+        run_rows = [
+            (
+                r.run_id,
+                r.task_identifier,
+                r.run_status,
+                duration(r.age_ms),
+                r.health_status
+                + "".join(
+                    f", {flag}" for flag, on in (("stuck", r.stuck), ("orphaned", r.orphaned)) if on
+                ),
+                shorten(r.task_title, 40),
+            )
+            for r in items
+        ]
+        table = format_table(("RUN", "TASK", "STATUS", "AGE", "HEALTH", "TITLE"), run_rows)
+        parts.append("Active runs:\n" + indent(table))
+    else:
+        parts.append("Active runs: none")
+    return "\n\n".join(parts)
+
+
+@main.command("dashboard")
+@click.option("--workspace", metavar="W", help="Only this workspace's tasks (path, id or key).")
+@click.option("--channel", metavar="NAME", help="Only tasks on this network channel.")
+@json_option
+@click.pass_context
+def dashboard(
+    ctx: click.Context, workspace: str | None, channel: str | None, as_json: bool
+) -> None:
+    """Show the hub's health, active runs, queue and latencies.
+
+    Health is ok, warning or critical: the worst of the queue (its oldest
+    run waited too long), the active runs (stuck without heartbeat or
+    activity, or orphaned by a disconnected session) and freshness (live
+    work but nothing happening). Then task and run totals, blocked and
+    failed work, the queue per channel, claim and start latencies, and
+    every active run with its age and health.
+
+    \b
+    Example:
+      agh dashboard
+      agh dashboard --channel gpu
+      agh dashboard --json | jq -r .dashboard.health.status
+    """
+    filters = {
+        k: v
+        for k, v in (("workspace", workspace_ref(workspace)), ("network_channel", channel))
+        if v is not None
+    }
+    with connect(ctx) as client:
+        result = client.observe_dashboard(**filters)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_dashboard(result.dashboard))
+
+
+def inbox_why(item: p.InboxItem) -> str:
+    """What the item waits for or how its run ended: its blocking reason,
+    else its run's status (and error)."""
+    if item.blocking_reason:
+        return item.blocking_reason
+    run = item.run
+    if run is None:
+        return "-"
+    if run.error:
+        return f"run {run.status}: {shorten(run.error, 50)}"
+    return f"run {run.status}"
+
+
+def format_inbox(inbox: p.Inbox) -> str:
+    """One block per lane: ``approvals: 2 (1 unread)`` then its items, an
+    unread one marked ``*``."""
+    head = f"{plural(inbox.total, 'item')}, {inbox.unread_total} unread"
+    if inbox.archived_total:
+        head += f" ({inbox.archived_total} archived)"
+    blocks = [head]
+    for group in inbox.groups:
+        title = f"{group.lane}: {group.count}"
+        if group.unread_count:
+            title += f" ({group.unread_count} unread)"
+        if not group.items:
+            blocks.append(title)
+            continue
+        rows = [
+            (
+                "*" if not item.triage.read else " ",
+                item.task.identifier,
+                item.task.status,
+                shorten(item.task.title, 50),
+                inbox_why(item),
+            )
+            for item in group.items
+        ]
+        table = format_table(("", "ID", "STATUS", "TITLE", "WHY"), rows)
+        more = ""
+        if group.count > len(group.items):
+            more = f"\n  … {group.count - len(group.items)} more (--limit)"
+        blocks.append(title + "\n" + indent(table) + more)
+    return "\n\n".join(blocks)
+
+
+@main.group("inbox", invoke_without_command=True)
+@click.option("--lane", type=click.Choice(INBOX_LANES), help="Only this lane.")
+@click.option("--unread", is_flag=True, help="Only unread items.")
+@click.option(
+    "--query", metavar="Q", help="Only tasks whose identifier is Q or whose title contains Q."
+)
+@click.option("--workspace", metavar="W", help="Only this workspace's tasks (path, id or key).")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), metavar="N", help="At most N items per lane."
+)
+@json_option
+@click.pass_context
+def inbox(
+    ctx: click.Context,
+    lane: str | None,
+    unread: bool,
+    query: str | None,
+    workspace: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List what needs you, per lane; or triage one item.
+
+    Lanes: approvals (waiting for a manual approval), failed_runs (failed
+    tasks), blocked (blocked, or an agent waits for an answer), my_work
+    (your open tasks); archived only with --lane archived. A task is in
+    one lane at most. An item is unread (*) while its task has activity
+    you have not seen; `agh inbox read ID` marks it seen, `dismiss` hides
+    it until something new happens, `archive` moves it to the archived
+    lane (`unarchive` brings it back). Each prints the triage state.
+    --json may come before or after the subcommand.
+
+    \b
+    Example:
+      agh inbox
+      agh inbox --lane approvals --unread
+      agh inbox read T-12
+      agh inbox archive T-7 --json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    filters: dict[str, Any] = {
+        "lane": lane,
+        "query": query,
+        "workspace": workspace_ref(workspace),
+        "limit": limit,
+    }
+    filters = {k: v for k, v in filters.items() if v is not None}
+    if unread:
+        filters["unread"] = True
+    with connect(ctx) as client:
+        result = client.observe_inbox(**filters)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_inbox(result.inbox))
+
+
+def make_triage_command(action: str, summary: str) -> click.Command:
+    @click.argument("task_id", metavar="ID")
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, task_id: str, as_json: bool) -> None:
+        with connect(ctx) as client:
+            result = client.tasks_triage(action, task_id)
+        if dep_json(ctx, as_json):
+            emit_json(result)
+            return
+        t = result.triage
+        flags = [name for name, on in (("dismissed", t.dismissed), ("archived", t.archived)) if on]
+        state = ", ".join(["read" if t.read else "unread", *flags])
+        click.echo(f"{task_id}  {state}")
+
+    command.__doc__ = f"""{summary}
+
+    Prints the task and its triage state for you (read, dismissed,
+    archived).
+
+    \b
+    Example:
+      agh inbox {action} T-12
+    """
+    return inbox.command(action)(command)
+
+
+make_triage_command("read", "Mark a task's inbox item read, up to its latest activity.")
+make_triage_command("dismiss", "Hide a task from your inbox until it has new activity.")
+make_triage_command("archive", "Move a task to your archived lane (and mark it read).")
+make_triage_command("unarchive", "Bring an archived task back to its lane.")
 
 
 # -- daemon -----------------------------------------------------------------------

@@ -350,3 +350,16 @@ class Client:
     def release(self, run_id: str, claim_token: str, reason: str | None = None) -> p.LeaseResult:
         params = p.AgentReleaseParams(run_id=run_id, claim_token=claim_token, reason=reason)
         return self.call("agent.release", params, p.LeaseResult)
+
+    # -- observability: dashboard, inbox, triage --------------------------------------
+
+    def observe_dashboard(self, **filters: Any) -> p.DashboardResult:
+        return self.call("observe.dashboard", p.DashboardParams(**filters), p.DashboardResult)
+
+    def observe_inbox(self, **filters: Any) -> p.InboxResult:
+        return self.call("observe.inbox", p.InboxParams(**filters), p.InboxResult)
+
+    def tasks_triage(self, action: str, id: str) -> p.TriageResult:
+        """``tasks.triage.<action>`` (read, dismiss, archive or unarchive) on a
+        task, for the calling actor."""
+        return self.call(f"tasks.triage.{action}", p.IdParams(id=id), p.TriageResult)

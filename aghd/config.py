@@ -39,3 +39,12 @@ class Config:
     stream_max_backlog_bytes: int = 1 << 20
     # Run logs kept per run (agent.log); older lines are deleted.
     log_retention_lines: int = 10_000
+    # -- observe.dashboard thresholds (rules: aghd/store/observe.py) --
+    # An active run whose agent showed no life (claim, start, heartbeat) this long is stuck.
+    stuck_after_ms: int = 600_000
+    # The queue is backlogged when its oldest run waited this long (4x: critical).
+    backlog_threshold_ms: int = 300_000
+    # Live work with no activity at all for this long makes the dashboard stale.
+    stale_after_ms: int = 600_000
+    # Claim and start latencies cover the runs claimed within this window.
+    latency_window_ms: int = 3_600_000

@@ -324,3 +324,72 @@ def page(
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], key(last) if callable(key) else last[key]
+
+
+# -- observability (rows of aghd/store/observe.py) ------------------------------------
+
+
+def active_run_item(
+    row: sqlite3.Row, *, now: int, last_activity_at: int, stuck: bool, orphaned: bool, health: str
+) -> p.ActiveRunItem:
+    """A run row with its task's columns prefixed ``t_``."""
+    return p.ActiveRunItem(
+        age_ms=max(0, now - (row["claimed_at"] or now)),
+        attempt=row["attempt"],
+        error=row["error"],
+        health_status=health,  # type: ignore[arg-type]
+        last_activity_at=ts(last_activity_at),
+        max_attempts=row["max_attempts"],
+        network_channel=row["network_channel"],
+        run_id=row["id"],
+        run_status=row["status"],
+        scope=row["t_scope"],
+        session_id=row["session_id"],
+        stuck=stuck,
+        task_id=row["task_id"],
+        task_identifier=row["t_identifier"],
+        task_owner=actor(row["t_owner_kind"], row["t_owner_ref"]),
+        task_priority=row["t_priority"],
+        task_status=row["t_status"],
+        task_title=row["t_title"],
+        workspace_id=row["t_workspace_id"],
+        orphaned=orphaned,
+    )
+
+
+def triage(row: sqlite3.Row) -> p.Triage:
+    """A ``task_triage`` row; the stored '' of an actor without a ref is null here."""
+    return p.Triage(
+        actor=p.Actor(row["actor_kind"], row["actor_ref"] or None),
+        archived=bool(row["archived"]),
+        dismissed=bool(row["dismissed"]),
+        last_seen_activity_at=ts(row["last_seen_activity_at"]),
+        read=bool(row["read"]),
+        task_id=row["task_id"],
+        updated_at=ts(row["updated_at"]),
+    )
+
+
+def inbox_item(row: sqlite3.Row, run_row: sqlite3.Row | None, who: p.Actor) -> p.InboxItem:
+    """A task row with ``lane``, ``unread`` and the actor's triage (``tr_``
+    columns, NULL when the actor never triaged it). ``read`` and
+    ``dismissed`` are as of now: newer activity undoes both."""
+    unread = bool(row["unread"])
+    return p.InboxItem(
+        approval_policy=row["approval_policy"],
+        approval_state=row["approval_state"],
+        blocking_reason=row["blocking_reason"],
+        lane=row["lane"],
+        latest_activity_at=ts(row["last_activity_at"]),
+        run=None if run_row is None else run(run_row, row["workspace_id"]),
+        task=task_summary(row),
+        triage=p.Triage(
+            actor=who,
+            archived=bool(row["tr_archived"]),
+            dismissed=bool(row["tr_dismissed"]) and not unread,
+            last_seen_activity_at=ts(row["tr_last_seen"]),
+            read=not unread,
+            task_id=row["id"],
+            updated_at=ts(row["tr_updated_at"]),
+        ),
+    )

@@ -282,7 +282,36 @@ CREATE TABLE task_triage (
 ) STRICT, WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3]
+# Migration 4: indexes for observe.dashboard and observe.inbox (issue 4).
+# What a claim→complete cycle pays (docs/PERFORMANCE.md): tasks_workspace_status
+# moves on each status change of a task in a workspace (global tasks pay
+# nothing), runs_closed_task gets one entry when the run ends. The others
+# change only on failures, cancels, approvals, questions and forced stops.
+# No index here leads with runs.status over all runs: one that did was
+# picked by the planner for the claim query and halved claim throughput.
+_M4 = """
+-- Task counts per status within a workspace, and its ready and in-progress
+-- tasks (which lead to its queued and active runs).
+CREATE INDEX tasks_workspace_status ON tasks (workspace_id, status)
+    WHERE workspace_id IS NOT NULL;
+-- Ended runs per task and status (filtered counts: one probe per task).
+-- ended_at is a column so the index covers its own predicate.
+CREATE INDEX runs_closed_task ON runs (task_id, status, ended_at) WHERE ended_at IS NOT NULL;
+-- Failed and canceled runs (unfiltered counts; completed ones are all runs
+-- minus the open, failed and canceled ones).
+CREATE INDEX runs_unsuccessful ON runs (task_id, status)
+    WHERE status = 'failed' OR status = 'canceled';
+-- Forced stops: claims ended by lease expiry or by an operator.
+CREATE INDEX claims_forced ON claims (run_id, end_reason)
+    WHERE end_reason = 'expired' OR end_reason = 'failed_by_operator';
+-- Tasks awaiting approval (blocked card, approvals lane) and awaiting an
+-- answer to an agent's question (blocked lane).
+CREATE INDEX tasks_awaiting_approval ON tasks (status, workspace_id)
+    WHERE approval_state = 'pending';
+CREATE INDEX tasks_awaiting_input ON tasks (workspace_id) WHERE awaiting_input = 1;
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4]
 LATEST = len(MIGRATIONS)
 
 

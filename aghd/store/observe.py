@@ -1,0 +1,749 @@
+"""Observability reads: the figures of ``observe.dashboard``, the lanes of
+``observe.inbox``, and each actor's inbox triage (``tasks.triage.*``).
+
+Owns: their SQL and the health rules below. Must not: build wire structs
+(aghd/views.py and the observe handler do), emit events (triage is one
+person's view of a task, not a change to it: an event would bump the
+task's activity and make it unread for everyone else), or read more than
+the newest rows of the events table.
+
+Speed (docs/PERFORMANCE.md: under 50 ms with 100k tasks and 1M events):
+no figure reads a table from end to end. Unfiltered, task counts come from
+``tasks_status``; queued runs from the claim indexes; active runs from
+``runs_lease``; failed and canceled runs from ``runs_unsuccessful``, and
+completed ones are all runs (a b-tree count) minus the rest; latencies
+from the tail of the claims table (appended in time order); forced stops
+from ``claims_forced``; the latest activity is the newest event. A
+workspace alone is answered from covering indexes (``tasks_workspace``,
+``tasks_workspace_status``, ``runs_closed_task``), its open runs reached
+through its ready and in-progress tasks. Other filters read the tasks'
+rows: through ``tasks_workspace`` when the filter also names a small
+workspace, else in one sequential pass (a scan of 100k tasks costs less
+than fetching 15k of them one by one), so they take ~100 ms there.
+
+Health rules (``ok`` / ``warning`` / ``critical``); man page text:
+
+    active run    warning   stuck: no sign of life from its agent (claim,
+                            start, heartbeat) for stuck_after_ms (default
+                            10 min); or orphaned: its session is disconnected
+                  critical  stuck and orphaned: nobody is working on it
+    queue         warning   the oldest queued run has waited longer than
+                            backlog_threshold_ms (default 5 min);
+                            backlog_warning is true
+                  critical  it has waited longer than 4 x that threshold
+    in_progress   warning   some active run is stuck or orphaned
+                  critical  every active run is (and there is at least one)
+    blocked       warning   some task awaits approval (a person must act;
+                            waiting for dependencies alone is ok)
+    failed        warning   some task is failed
+    freshness     warning   stale: there are queued or active runs and
+                            nothing happened for stale_after_ms (default
+                            10 min)
+    health        the worst of queue, in_progress and freshness: the
+                  blocked and failed cards wait on people, not on the hub
+
+Figures: ``age_ms`` of an active run counts from its claim, and its
+``last_activity_at`` is its agent's latest claim, start or heartbeat (not
+the task's: a person's input or edit says nothing about the agent); claim latency
+is ``claimed_at - available_at`` (the time a claimable run waited for an
+agent: for a first attempt ``available_at`` is ``queued_at``, and a retry
+does not count its backoff or its earlier attempts); start latency is
+``started_at - claimed_at``; both over the runs claimed within
+``latency_window_ms`` (default 1 h) whose current claim still stands. A
+forced stop is a failed run whose last claim ended by lease expiry or by an
+operator's ``runs.fail``.
+
+Inbox lanes, for one actor; a task is in at most one lane, the first that
+matches: ``archived`` (the actor archived it), ``approvals`` (approval
+pending, not a draft), ``failed_runs`` (status failed), ``blocked`` (status
+blocked, or an open task awaiting an answer to an agent's question),
+``my_work`` (open — pending, ready, in progress — and owned by the actor).
+An item is unread while its task's ``last_activity_at`` is newer than the
+actor's ``last_seen_activity_at`` (no triage yet: unread). A dismissed item
+is hidden until newer activity arrives; then it is back, unread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from agh.protocol import PRIORITY_RANK
+from aghd.store.db import Tx
+from aghd.store.tasks import find_task
+from aghd.store.workspaces import find_workspace
+
+TASK_STATUSES = (
+    "draft",
+    "pending",
+    "blocked",
+    "ready",
+    "in_progress",
+    "completed",
+    "failed",
+    "canceled",
+)
+RUN_STATUSES = ("queued", "claimed", "starting", "running", "completed", "failed", "canceled")
+LANES = ("my_work", "approvals", "failed_runs", "blocked", "archived")
+_SEVERITY = {"ok": 0, "warning": 1, "critical": 2}
+# A queue backlog is critical past this many times the warning threshold.
+BACKLOG_CRITICAL_FACTOR = 4
+# A workspace holding fewer than 1/N of all tasks is read through its index.
+_WORKSPACE_INDEX_SHARE = 10
+# How far back the newest events are searched for a workspace's latest activity.
+_EVENTS_WALKED = 2_000
+
+
+# -- health rules (see the module docstring) ------------------------------------------
+
+
+def worst(*statuses: str) -> str:
+    return max(statuses, key=_SEVERITY.__getitem__, default="ok")
+
+
+def run_health(stuck: bool, orphaned: bool) -> str:
+    if stuck and orphaned:
+        return "critical"
+    return "warning" if stuck or orphaned else "ok"
+
+
+def queue_health(oldest_age_ms: int | None, threshold_ms: int) -> str:
+    if oldest_age_ms is None or oldest_age_ms <= threshold_ms:
+        return "ok"
+    return "critical" if oldest_age_ms > BACKLOG_CRITICAL_FACTOR * threshold_ms else "warning"
+
+
+def in_progress_health(active: int, troubled: int) -> str:
+    if troubled == 0:
+        return "ok"
+    return "critical" if troubled >= active else "warning"
+
+
+def blocked_health(awaiting_approval: int) -> str:
+    return "warning" if awaiting_approval else "ok"
+
+
+def failed_health(failed_tasks: int) -> str:
+    return "warning" if failed_tasks else "ok"
+
+
+def freshness_health(stale: bool) -> str:
+    return "warning" if stale else "ok"
+
+
+# -- the dashboard ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Task filters shared by the dashboard's figures (all: no filter)."""
+
+    scope: str | None = None
+    workspace: str | None = None
+    owner_kind: str | None = None
+    owner_ref: str | None = None
+    network_channel: str | None = None
+    origin_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    stuck_after_ms: int = 600_000
+    backlog_threshold_ms: int = 300_000
+    stale_after_ms: int = 600_000
+    latency_window_ms: int = 3_600_000
+
+
+@dataclass(slots=True)
+class Latency:
+    samples: int = 0
+    total_ms: float = 0
+    maximum_ms: int = 0
+
+    @property
+    def average_ms(self) -> int:
+        return round(self.total_ms / self.samples) if self.samples else 0
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    """An active run (``runs.*``) with its task's columns (``t_``) and what
+    the rules make of it."""
+
+    row: sqlite3.Row
+    last_activity_at: int
+    stuck: bool
+    orphaned: bool
+    health: str
+
+
+@dataclass(slots=True)
+class ChannelDepth:
+    network_channel: str | None
+    count: int
+    oldest_queued_at: int | None
+
+
+@dataclass(slots=True)
+class DashboardFigures:
+    now: int
+    thresholds: Thresholds
+    # Every task and run status is a key, zero when none.
+    tasks: dict[str, int]
+    runs: dict[str, int]
+    # Blocked tasks whose approval is pending (the rest wait for dependencies).
+    awaiting_approval: int = 0
+    forced_stops: int = 0
+    # Latest activity first, at most the requested number.
+    active_items: list[ActiveRun] = field(default_factory=list)
+    stuck_runs: int = 0
+    orphan_runs: int = 0
+    # Active runs that are stuck or orphaned (or both).
+    troubled_runs: int = 0
+    depth: list[ChannelDepth] = field(default_factory=list)
+    claim_latency: Latency = field(default_factory=Latency)
+    start_latency: Latency = field(default_factory=Latency)
+    latest_activity_at: int | None = None
+
+    @property
+    def active_runs(self) -> int:
+        return self.runs["claimed"] + self.runs["starting"] + self.runs["running"]
+
+    @property
+    def oldest_queued_at(self) -> int | None:
+        queued = [d.oldest_queued_at for d in self.depth if d.oldest_queued_at is not None]
+        return min(queued, default=None)
+
+    def age(self, at: int | None) -> int | None:
+        return None if at is None else max(0, self.now - at)
+
+    @property
+    def queue_status(self) -> str:
+        return queue_health(self.age(self.oldest_queued_at), self.thresholds.backlog_threshold_ms)
+
+    @property
+    def has_live_work(self) -> bool:
+        return self.runs["queued"] + self.active_runs > 0
+
+    @property
+    def stale(self) -> bool:
+        age = self.age(self.latest_activity_at)
+        return self.has_live_work and age is not None and age > self.thresholds.stale_after_ms
+
+    @property
+    def in_progress_status(self) -> str:
+        return in_progress_health(self.active_runs, self.troubled_runs)
+
+    @property
+    def status(self) -> str:
+        return worst(self.queue_status, self.in_progress_status, freshness_health(self.stale))
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The task filter as SQL on alias ``t``, and how to reach the tasks.
+
+    Three shapes: no filter (run-side and status indexes answer alone), a
+    workspace alone (``workspace_only``: covering workspace indexes, no
+    task row read), anything else (task rows read through ``access``)."""
+
+    sql: str = ""
+    args: tuple[Any, ...] = ()
+    workspace_only: bool = False
+    has_workspace: bool = False
+    access: str = "NOT INDEXED"
+    # The filter names a workspace that does not exist.
+    matches_nothing: bool = False
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.sql)
+
+    @property
+    def run_filter(self) -> str:
+        """Keep the runs ``r`` of matching tasks: a lookup per run, because
+        a join makes SQLite build a Bloom filter over every matching task
+        first, which costs more than the few runs it filters."""
+        if not self.sql:
+            return ""
+        if self.workspace_only:
+            return (
+                " AND EXISTS (SELECT 1 FROM tasks t INDEXED BY tasks_workspace"
+                " WHERE t.workspace_id = ? AND t.id = r.task_id)"
+            )
+        return f" AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id AND {self.sql})"
+
+    def open_runs(self, task_status: str) -> tuple[str, str]:
+        """FROM and WHERE clauses for the open runs ``r`` of the matching
+        tasks ``t`` in ``task_status``. A task has its queued run exactly
+        while it is ready and its active run while it is in progress (the
+        store changes both in one transaction), so few tasks lead to them."""
+        index = "tasks_workspace_status" if self.has_workspace else "tasks_status"
+        return (
+            f"tasks t INDEXED BY {index} CROSS JOIN runs r INDEXED BY runs_one_open_per_task"
+            " ON r.task_id = t.id AND r.ended_at IS NULL",
+            f"t.status = '{task_status}' AND {self.sql}",
+        )
+
+
+def _where(tx: Tx, filters: Filters) -> _Where:
+    terms: list[str] = []
+    args: list[Any] = []
+    workspace_id = None
+    if filters.workspace is not None:
+        ws = find_workspace(tx, filters.workspace)
+        if ws is None:
+            return _Where(matches_nothing=True)
+        workspace_id = ws["id"]
+        terms.append("t.workspace_id = ?")
+        args.append(workspace_id)
+    for column, value in (
+        ("scope", filters.scope),
+        ("owner_kind", filters.owner_kind),
+        ("owner_ref", filters.owner_ref),
+        ("network_channel", filters.network_channel),
+        ("origin_kind", filters.origin_kind),
+    ):
+        if value is not None:
+            terms.append(f"t.{column} = ?")
+            args.append(value)
+    if not terms:
+        return _Where()
+    if terms == ["t.workspace_id = ?"]:
+        # Covering indexes answer: only t.id and t.workspace_id are read.
+        return _Where(terms[0], tuple(args), True, True, "INDEXED BY tasks_workspace")
+    access = "NOT INDEXED"
+    if workspace_id is not None:
+        # Fetching a small workspace's rows through its index beats a scan;
+        # a large one is cheaper to read in one sequential pass.
+        in_ws = tx.scalar("SELECT count(*) FROM tasks WHERE workspace_id = ?", (workspace_id,))
+        everything = tx.scalar("SELECT max(rowid) FROM tasks") or 0
+        if in_ws * _WORKSPACE_INDEX_SHARE < everything:
+            access = "INDEXED BY tasks_workspace"
+    return _Where(" AND ".join(terms), tuple(args), False, workspace_id is not None, access)
+
+
+def dashboard(
+    tx: Tx, filters: Filters, thresholds: Thresholds, items_limit: int = 100
+) -> DashboardFigures:
+    """Every figure of ``observe.dashboard`` for the tasks matching ``filters``,
+    read in one transaction (one consistent snapshot). Raises nothing: an
+    unknown workspace matches no task."""
+    where = _where(tx, filters)
+    figures = DashboardFigures(
+        now=tx.now,
+        thresholds=thresholds,
+        tasks=dict.fromkeys(TASK_STATUSES, 0),
+        runs=dict.fromkeys(RUN_STATUSES, 0),
+    )
+    if where.matches_nothing:
+        return figures
+    _task_counts(tx, where, figures)
+    _queue(tx, where, figures)
+    _active_runs(tx, where, figures, items_limit)
+    _closed_runs(tx, where, figures)  # needs the open runs counted
+    _latency(tx, where, figures)
+    figures.forced_stops = _forced_stops(tx, where)
+    return figures
+
+
+def _task_counts(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
+    if not where.filtered or where.workspace_only:
+        ws = where.args[0] if where.workspace_only else None
+        # One range count per status: cheaper than grouping the whole index.
+        for status in TASK_STATUSES:
+            figures.tasks[status] = tx.scalar(
+                "SELECT count(*) FROM tasks INDEXED BY tasks_status WHERE status = ?"
+                if ws is None
+                else "SELECT count(*) FROM tasks INDEXED BY tasks_workspace_status"
+                " WHERE workspace_id = ? AND status = ?",
+                (status,) if ws is None else (ws, status),
+            )
+        figures.awaiting_approval = tx.scalar(
+            "SELECT count(*) FROM tasks INDEXED BY tasks_awaiting_approval"
+            " WHERE approval_state = 'pending' AND status = 'blocked'"
+            + ("" if ws is None else " AND workspace_id = ?"),
+            () if ws is None else (ws,),
+        )
+        figures.latest_activity_at = _latest_activity(tx, ws)
+        return
+    latest = None
+    for status, awaiting, count, last in tx.all(
+        "SELECT t.status, t.status = 'blocked' AND t.approval_state = 'pending', count(*),"
+        f" max(t.last_activity_at) FROM tasks t {where.access} WHERE {where.sql}"
+        " GROUP BY 1, 2",
+        where.args,
+    ):
+        figures.tasks[status] += count
+        if awaiting:
+            figures.awaiting_approval += count
+        latest = last if latest is None else max(latest, last)
+    figures.latest_activity_at = latest
+
+
+def _latest_activity(tx: Tx, workspace_id: str | None) -> int | None:
+    """Every change writes an event, so the newest event (of the workspace's
+    tasks) is the latest activity. A workspace that none of the newest
+    ``_EVENTS_WALKED`` events touched is quiet: its tasks' rows answer."""
+    if workspace_id is None:
+        latest: int | None = tx.scalar(
+            "SELECT created_at FROM events WHERE seq = (SELECT max(seq) FROM events)"
+        )
+        return latest
+    newest = tx.scalar("SELECT max(seq) FROM events") or 0
+    latest = tx.scalar(
+        "SELECT e.created_at FROM events e WHERE e.seq > ? AND EXISTS (SELECT 1 FROM tasks t"
+        " INDEXED BY tasks_workspace WHERE t.workspace_id = ? AND t.id = e.task_id)"
+        " ORDER BY e.seq DESC LIMIT 1",
+        (newest - _EVENTS_WALKED, workspace_id),
+    )
+    if latest is None:
+        latest = tx.scalar(
+            "SELECT max(last_activity_at) FROM tasks WHERE workspace_id = ?", (workspace_id,)
+        )
+    return latest
+
+
+def _queue(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
+    """Queued runs per network channel, with the oldest ``queued_at`` of each."""
+    if where.filtered:
+        tables, matching = where.open_runs("ready")
+        rows = tx.all(
+            f"SELECT r.network_channel, count(*), min(r.queued_at) FROM {tables}"
+            f" WHERE {matching} AND r.status = 'queued' GROUP BY r.network_channel"
+            " ORDER BY r.network_channel IS NOT NULL, r.network_channel",
+            where.args,
+        )
+        figures.depth = [ChannelDepth(c, n, oldest) for c, n, oldest in rows]
+        figures.runs["queued"] = sum(d.count for d in figures.depth)
+        return
+    # Unfiltered: both claim indexes are covering for this, so no run row is read.
+    total = tx.scalar("SELECT count(*) FROM runs INDEXED BY runs_claim WHERE status = 'queued'")
+    channels = [
+        ChannelDepth(c, n, oldest)
+        for c, n, oldest in tx.all(
+            "SELECT network_channel, count(*), min(queued_at) FROM runs"
+            " INDEXED BY runs_claim_channel"
+            " WHERE status = 'queued' AND network_channel IS NOT NULL"
+            " GROUP BY network_channel ORDER BY network_channel"
+        )
+    ]
+    unchanneled = total - sum(d.count for d in channels)
+    if unchanneled:
+        # The oldest run without a channel: the first one in queued_at order
+        # within each priority rank of runs_claim.
+        oldest = [
+            tx.scalar(
+                "SELECT queued_at FROM runs INDEXED BY runs_claim WHERE status = 'queued'"
+                " AND priority_rank = ? AND network_channel IS NULL ORDER BY queued_at LIMIT 1",
+                (rank,),
+            )
+            for rank in sorted(set(PRIORITY_RANK.values()))
+        ]
+        first = min((q for q in oldest if q is not None), default=None)
+        channels.insert(0, ChannelDepth(None, unchanneled, first))
+    figures.depth = channels
+    figures.runs["queued"] = total
+
+
+def _active_runs(tx: Tx, where: _Where, figures: DashboardFigures, items_limit: int) -> None:
+    """Claimed, starting and running runs (those holding a lease): counted
+    and judged in one pass over narrow tuples; only the items shown are
+    read in full."""
+    if where.filtered:
+        tables, matching = where.open_runs("in_progress")
+        args: tuple[Any, ...] = where.args
+    else:
+        tables, matching, args = "runs r INDEXED BY runs_lease", "1", ()
+    cursor = tx.execute(
+        "SELECT r.rowid, r.status, max(coalesce(r.heartbeat_at, 0), coalesce(r.claimed_at, 0),"
+        f" coalesce(r.started_at, 0)), s.state = 'disconnected' FROM {tables}"
+        " LEFT JOIN sessions s ON s.session_id = r.session_id"
+        f" WHERE {matching} AND r.lease_until IS NOT NULL",
+        args,
+    )
+    cursor.row_factory = None  # plain tuples: this loop may see thousands of runs
+    stuck_before = figures.now - figures.thresholds.stuck_after_ms
+    judged: list[tuple[int, int, bool, bool]] = []
+    runs = figures.runs
+    for rowid, status, last, disconnected in cursor:
+        runs[status] += 1
+        stuck, orphaned = last < stuck_before, bool(disconnected)
+        figures.stuck_runs += stuck
+        figures.orphan_runs += orphaned
+        figures.troubled_runs += stuck or orphaned
+        judged.append((last, rowid, stuck, orphaned))
+    judged.sort(reverse=True)
+    for last, rowid, stuck, orphaned in judged[:items_limit]:
+        row = tx.one(
+            "SELECT r.*, t.identifier AS t_identifier, t.title AS t_title,"
+            " t.status AS t_status, t.priority AS t_priority, t.scope AS t_scope,"
+            " t.workspace_id AS t_workspace_id, t.owner_kind AS t_owner_kind,"
+            " t.owner_ref AS t_owner_ref"
+            " FROM runs r CROSS JOIN tasks t ON t.id = r.task_id WHERE r.rowid = ?",
+            (rowid,),
+        )
+        assert row is not None
+        figures.active_items.append(
+            ActiveRun(row, last, stuck, orphaned, run_health(stuck, orphaned))
+        )
+
+
+def _closed_runs(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
+    """Completed, failed and canceled runs. Unfiltered: failed and canceled
+    ones from their own small index, completed ones as all runs (a b-tree
+    count) minus the rest. Filtered: one covering probe per matching task."""
+    runs = figures.runs
+    if where.filtered:
+        row = tx.one(
+            "SELECT total(r.status = 'completed'), total(r.status = 'failed'),"
+            f" total(r.status = 'canceled') FROM tasks t {where.access}"
+            " CROSS JOIN runs r INDEXED BY runs_closed_task"
+            f" ON r.task_id = t.id AND r.ended_at IS NOT NULL WHERE {where.sql}",
+            where.args,
+        )
+        assert row is not None
+        runs["completed"], runs["failed"], runs["canceled"] = (int(n) for n in row)
+        return
+    everything = tx.scalar("SELECT count(*) FROM runs")
+    row = tx.one(
+        "SELECT total(status = 'failed'), total(status = 'canceled')"
+        " FROM runs INDEXED BY runs_unsuccessful WHERE status = 'failed' OR status = 'canceled'"
+    )
+    assert row is not None
+    runs["failed"], runs["canceled"] = int(row[0]), int(row[1])
+    open_runs = runs["queued"] + runs["claimed"] + runs["starting"] + runs["running"]
+    runs["completed"] = everything - open_runs - runs["failed"] - runs["canceled"]
+
+
+def _latency(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
+    """Claim and start latencies of the runs claimed in the window, from the
+    claims table: it is appended in time order, so the window is its tail
+    (found by bisecting on id; a clock stepped back blurs the edge only).
+    A claim counts while it is its run's current one."""
+    first = _first_claim_since(tx, figures.now - figures.thresholds.latency_window_ms)
+    if first is None:
+        return
+    claim = "r.claimed_at >= r.available_at"
+    start = "r.started_at >= r.claimed_at"
+    row = tx.one(
+        f"SELECT count(*) FILTER (WHERE {claim}),"
+        f" total(r.claimed_at - r.available_at) FILTER (WHERE {claim}),"
+        f" max(r.claimed_at - r.available_at) FILTER (WHERE {claim}),"
+        f" count(*) FILTER (WHERE {start}),"
+        f" total(r.started_at - r.claimed_at) FILTER (WHERE {start}),"
+        f" max(r.started_at - r.claimed_at) FILTER (WHERE {start})"
+        " FROM claims c CROSS JOIN runs r ON r.id = c.run_id"
+        " WHERE c.id >= ? AND r.attempt = c.attempt AND r.claimed_at = c.claimed_at"
+        f" AND r.status != 'queued'{where.run_filter}",
+        (first, *where.args),
+    )
+    assert row is not None
+    figures.claim_latency = Latency(row[0], row[1], row[2] or 0)
+    figures.start_latency = Latency(row[3], row[4], row[5] or 0)
+
+
+def _first_claim_since(tx: Tx, since: int) -> int | None:
+    """The id of the first claim made at or after ``since``, or None."""
+    # Two statements: SQLite answers a lone min() or max() from the b-tree's
+    # edge, but scans the table for both in one.
+    low, high = tx.scalar("SELECT min(id) FROM claims"), tx.scalar("SELECT max(id) FROM claims")
+    if high is None or tx.scalar("SELECT claimed_at FROM claims WHERE id = ?", (high,)) < since:
+        return None
+    probe = "SELECT claimed_at FROM claims WHERE id >= ? ORDER BY id LIMIT 1"
+    while low < high:
+        middle = (low + high) // 2
+        if tx.scalar(probe, (middle,)) >= since:
+            high = middle
+        else:
+            low = middle + 1
+    return int(low)
+
+
+def _forced_stops(tx: Tx, where: _Where) -> int:
+    count: int = tx.scalar(
+        "SELECT count(*) FROM claims c INDEXED BY claims_forced"
+        " CROSS JOIN runs r ON r.id = c.run_id"
+        " WHERE (c.end_reason = 'expired' OR c.end_reason = 'failed_by_operator')"
+        " AND r.status = 'failed'"
+        " AND NOT EXISTS (SELECT 1 FROM claims l WHERE l.run_id = c.run_id AND l.id > c.id)"
+        f"{where.run_filter}",
+        where.args,
+    )
+    return count
+
+
+# -- the inbox ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InboxQuery:
+    actor_kind: str
+    actor_ref: str | None
+    scope: str | None = None
+    workspace: str | None = None
+    query: str | None = None
+    unread_only: bool = False
+    limit: int = 100
+
+
+@dataclass(slots=True)
+class InboxEntry:
+    """A task row (``tasks.*``) with the actor's triage (``tr_`` columns,
+    NULL without a row), its ``lane`` and ``unread``, and the task's open
+    run or else its latest run."""
+
+    task: sqlite3.Row
+    run: sqlite3.Row | None
+
+
+@dataclass(slots=True)
+class Lane:
+    count: int = 0
+    unread: int = 0
+    entries: list[InboxEntry] = field(default_factory=list)
+
+
+# The lane of a live (not archived) task, in the order of the module
+# docstring, or NULL. One sequential pass over the tasks finds them: the
+# lanes together hold tens of thousands of a large hub's tasks, and reading
+# those through indexes one row at a time costs several times a scan.
+_LANE = """CASE
+ WHEN t.draft = 1 THEN NULL
+ WHEN t.approval_state = 'pending' THEN 'approvals'
+ WHEN t.status = 'failed' THEN 'failed_runs'
+ WHEN t.status = 'blocked' THEN 'blocked'
+ WHEN t.status NOT IN ('pending', 'ready', 'in_progress') THEN NULL
+ WHEN t.awaiting_input = 1 THEN 'blocked'
+ WHEN t.owner_kind = :kind AND t.owner_ref IS :owner_ref THEN 'my_work'
+END"""
+
+# Newer activity than the actor last saw (never triaged: everything is new).
+_UNREAD = "(t.last_activity_at > coalesce(tr.last_seen_activity_at, -1))"
+_TRIAGE_COLUMNS = (
+    "tr.read AS tr_read, tr.dismissed AS tr_dismissed, tr.archived AS tr_archived,"
+    " tr.last_seen_activity_at AS tr_last_seen, tr.updated_at AS tr_updated_at,"
+    f" {_UNREAD} AS unread"
+)
+
+
+def inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
+    """Every lane (see the module docstring) for ``q``'s actor: its count and
+    unread count, and its newest ``q.limit`` items. Raises nothing: an
+    unknown workspace matches no task."""
+    terms = ["1"]
+    args: dict[str, Any] = {
+        "kind": q.actor_kind,
+        "ref": q.actor_ref or "",
+        "owner_ref": q.actor_ref,
+    }
+    if q.workspace is not None:
+        ws = find_workspace(tx, q.workspace)
+        terms.append("t.workspace_id = :ws")
+        args["ws"] = None if ws is None else ws["id"]
+    if q.scope is not None:
+        terms.append("t.scope = :scope")
+        args["scope"] = q.scope
+    if q.query:
+        terms.append("(t.identifier = :ident OR t.title LIKE :title ESCAPE '\\')")
+        escaped = q.query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args["ident"] = q.query.upper()
+        args["title"] = f"%{escaped}%"
+    if q.unread_only:
+        terms.append(_UNREAD)
+    where = " AND ".join(terms)
+
+    # Narrow tuples for every item: lanes hold thousands of items, and
+    # counting and picking the newest in Python beats SQL window functions
+    # (which sort every row once per window).
+    hidden = (
+        "coalesce(tr.archived, 0) = 0 AND NOT (coalesce(tr.dismissed, 0) = 1"
+        " AND t.last_activity_at <= tr.last_seen_activity_at)"
+    )
+    live = tx.execute(
+        f"SELECT {_LANE} AS lane, t.last_activity_at, t.id, t.rowid, {_UNREAD}"
+        " FROM tasks t NOT INDEXED LEFT JOIN task_triage tr"
+        "  ON tr.actor_kind = :kind AND tr.actor_ref = :ref AND tr.task_id = t.id"
+        f" WHERE lane IS NOT NULL AND {hidden} AND {where}",
+        args,
+    )
+    live.row_factory = None
+    archived = tx.execute(
+        f"SELECT 'archived', t.last_activity_at, t.id, t.rowid, {_UNREAD}"
+        " FROM task_triage tr CROSS JOIN tasks t ON t.id = tr.task_id"
+        f" WHERE tr.actor_kind = :kind AND tr.actor_ref = :ref AND tr.archived = 1 AND {where}",
+        args,
+    )
+    archived.row_factory = None
+    items: dict[str, list[tuple[int, str, int]]] = {lane: [] for lane in LANES}
+    lanes = {lane: Lane() for lane in LANES}
+    for cursor in (live, archived):
+        for name, last, task_id, rowid, unread in cursor:
+            items[name].append((last, task_id, rowid))
+            lanes[name].unread += unread
+    for name, lane in lanes.items():
+        lane.count = len(items[name])
+        for _last, _id, rowid in heapq.nlargest(q.limit, items[name]):
+            row = tx.one(
+                f"SELECT t.*, ? AS lane, {_TRIAGE_COLUMNS} FROM tasks t LEFT JOIN task_triage tr"
+                " ON tr.actor_kind = ? AND tr.actor_ref = ? AND tr.task_id = t.id"
+                " WHERE t.rowid = ?",
+                (name, q.actor_kind, q.actor_ref or "", rowid),
+            )
+            assert row is not None
+            lane.entries.append(InboxEntry(row, _open_or_latest_run(tx, row["id"])))
+    return lanes
+
+
+def _open_or_latest_run(tx: Tx, task_id: str) -> sqlite3.Row | None:
+    return tx.one(
+        "SELECT * FROM runs WHERE task_id = ? ORDER BY ended_at IS NULL DESC, id DESC LIMIT 1",
+        (task_id,),
+    )
+
+
+# -- triage ---------------------------------------------------------------------------------
+
+# What each action sets; all but unarchive also record the activity seen.
+# Reading a dismissed item brings it back: it was seen and is wanted.
+_TRIAGE_SETS: dict[str, dict[str, int]] = {
+    "read": {"read": 1, "dismissed": 0},
+    "dismiss": {"read": 1, "dismissed": 1},
+    "archive": {"read": 1, "archived": 1},
+    "unarchive": {"archived": 0},
+}
+TRIAGE_ACTIONS = tuple(_TRIAGE_SETS)
+
+
+def set_triage(
+    tx: Tx, actor_kind: str, actor_ref: str | None, ref: str, action: str
+) -> sqlite3.Row:
+    """Record ``action`` (one of ``TRIAGE_ACTIONS``) on task ``ref`` (id or
+    identifier) for one actor and return the triage row; the actor's ref
+    None is stored as ''. Raises NotFound for an unknown task."""
+    task = find_task(tx, ref)
+    sets = dict(_TRIAGE_SETS[action])
+    if action != "unarchive":
+        sets["last_seen_activity_at"] = task["last_activity_at"]
+    values = {"read": 0, "dismissed": 0, "archived": 0, "last_seen_activity_at": None, **sets}
+    updates = ", ".join(f"{column} = excluded.{column}" for column in sets)
+    row = tx.one(
+        "INSERT INTO task_triage (task_id, actor_kind, actor_ref, read, dismissed, archived,"
+        " last_seen_activity_at, updated_at) VALUES (?,?,?,?,?,?,?,?)"
+        f" ON CONFLICT (actor_kind, actor_ref, task_id) DO UPDATE SET {updates},"
+        " updated_at = excluded.updated_at RETURNING *",
+        (
+            task["id"],
+            actor_kind,
+            actor_ref or "",
+            values["read"],
+            values["dismissed"],
+            values["archived"],
+            values["last_seen_activity_at"],
+            tx.now,
+        ),
+    )
+    assert row is not None
+    return row
