@@ -421,6 +421,24 @@ def test_send_delivers_to_the_running_agent_or_queues(
     assert ok_json(agh("send", idle.id, "again", "--json"))["delivered"] is False
 
 
+def test_question_and_answer_between_a_cli_user_and_an_agent(
+    agh: Agh, daemon: ThreadDaemon, client: Client
+) -> None:
+    agent, claim = claimed(daemon)
+    with agent:
+        agent.agent_send(claim.run.id, claim.claim_token, "which database?", kind="question")
+        shown = ok_json(agh("show", claim.task.identifier, "--json"))
+        assert shown["task"]["task"]["blocking_reason"] == "awaiting input: which database?"
+        blocked = ok_json(agh("inbox", "--lane", "blocked", "--json"))["inbox"]
+        items = [i for g in blocked["groups"] for i in g["items"]]
+        assert [i["task"]["id"] for i in items] == [claim.task.id]
+        answered = agh("send", claim.task.identifier, "postgres")
+        assert answered.exit_code == 0, answered.stderr
+        got = agent.agent_messages(claim.run.id, claim.claim_token).messages
+        assert [m.message for m in got] == ["postgres"]
+        assert client.tasks_get(claim.task.id).task.task.blocking_reason is None
+
+
 def test_send_needs_exactly_one_message(agh: Agh, client: Client) -> None:
     task = client.tasks_create("t").task
     assert agh("send", task.id).exit_code == 2
