@@ -257,23 +257,37 @@ def main(socket_path: str | None) -> None:
 # -- tasks ------------------------------------------------------------------------
 
 
+def task_options(fn: F) -> F:
+    """--priority and --channel, shared by the commands that create tasks."""
+    fn = click.option("--channel", metavar="NAME", help="Network channel agents can claim by.")(fn)
+    return click.option(
+        "--priority", type=click.Choice(PRIORITIES), help="Priority. [default: medium]"
+    )(fn)
+
+
+def run_options(fn: F) -> F:
+    """--max-attempts and --input, shared by the commands that create tasks."""
+    fn = click.option(
+        "--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run."
+    )(fn)
+    return click.option(
+        "--max-attempts",
+        type=click.IntRange(1, 1000),
+        metavar="N",
+        help="How many claims the run may take before the task fails. "
+        "[default: aghd --max-attempts, normally 1]",
+    )(fn)
+
+
 @main.command("add")
 @click.argument("title")
-@click.option("--priority", type=click.Choice(PRIORITIES), help="Priority. [default: medium]")
-@click.option("--channel", metavar="NAME", help="Network channel agents can claim by.")
+@task_options
 @click.option(
     "--workspace",
     metavar="PATH",
     help="Workspace directory (made absolute; `.` is the current directory).",
 )
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(1, 1000),
-    metavar="N",
-    help="How many claims the run may take before the task fails. "
-    "[default: aghd --max-attempts, normally 1]",
-)
-@click.option("--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run.")
+@run_options
 @click.option("--draft", is_flag=True, help="Create a draft: not published, no run.")
 @click.option("--description", metavar="TEXT", help="Longer description of the work.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the task identifier.")
@@ -1089,21 +1103,13 @@ def dep_rm(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) -> 
 @main.command("child")
 @click.argument("parent_id", metavar="ID")
 @click.argument("title")
-@click.option("--priority", type=click.Choice(PRIORITIES), help="Priority. [default: medium]")
-@click.option("--channel", metavar="NAME", help="Network channel agents can claim by.")
+@task_options
 @click.option(
     "--workspace",
     metavar="PATH",
-    help="Workspace directory (made absolute). Not inherited from the parent.",
+    help="Workspace directory (made absolute). [default: the parent's]",
 )
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(1, 1000),
-    metavar="N",
-    help="How many claims the run may take before the task fails. "
-    "[default: aghd --max-attempts, normally 1]",
-)
-@click.option("--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run.")
+@run_options
 @click.option("--draft", is_flag=True, help="Create a draft: not published.")
 @click.option("--description", metavar="TEXT", help="Longer description of the work.")
 @click.option(
