@@ -265,6 +265,32 @@ def task_options(fn: F) -> F:
     )(fn)
 
 
+def new_task_fields(
+    *,
+    start: bool,
+    draft: bool,
+    priority: str | None,
+    channel: str | None,
+    workspace: str | None,
+    max_attempts: int | None,
+    input_: Any,
+    description: str | None,
+) -> dict[str, Any]:
+    """tasks.create params from the options of ``add`` and ``child``; options
+    left out are not sent, so the daemon's defaults apply."""
+    fields: dict[str, Any] = {"start": start, "draft": draft}
+    optional = {
+        "priority": priority,
+        "network_channel": channel,
+        "workspace": None if workspace is None else os.path.abspath(os.path.expanduser(workspace)),
+        "max_attempts": max_attempts,
+        "input": input_,
+        "description": description,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    return fields
+
+
 def run_options(fn: F) -> F:
     """--max-attempts and --input, shared by the commands that create tasks."""
     fn = click.option(
@@ -314,19 +340,16 @@ def add(
       agh add "Summarise the logs" --input '{"since": "1h"}' --json
       agh add "Plan the migration" --draft --description "Only a sketch"
     """
-    fields: dict[str, Any] = {"start": not draft, "draft": draft}
-    if priority is not None:
-        fields["priority"] = priority
-    if channel is not None:
-        fields["network_channel"] = channel
-    if workspace is not None:
-        fields["workspace"] = os.path.abspath(os.path.expanduser(workspace))
-    if max_attempts is not None:
-        fields["max_attempts"] = max_attempts
-    if input_ is not None:
-        fields["input"] = input_
-    if description is not None:
-        fields["description"] = description
+    fields = new_task_fields(
+        start=not draft,
+        draft=draft,
+        priority=priority,
+        channel=channel,
+        workspace=workspace,
+        max_attempts=max_attempts,
+        input_=input_,
+        description=description,
+    )
     with connect(ctx) as client:
         result = client.tasks_create(title, **fields)
     if as_json:
@@ -1148,19 +1171,16 @@ def child(
       agh child T-1 "Write the tests" --priority high
       agh child T-1 "Review" --no-start -q
     """
-    fields: dict[str, Any] = {"start": (not draft) if start_ is None else start_, "draft": draft}
-    if priority is not None:
-        fields["priority"] = priority
-    if channel is not None:
-        fields["network_channel"] = channel
-    if workspace is not None:
-        fields["workspace"] = os.path.abspath(os.path.expanduser(workspace))
-    if max_attempts is not None:
-        fields["max_attempts"] = max_attempts
-    if input_ is not None:
-        fields["input"] = input_
-    if description is not None:
-        fields["description"] = description
+    fields = new_task_fields(
+        start=(not draft) if start_ is None else start_,
+        draft=draft,
+        priority=priority,
+        channel=channel,
+        workspace=workspace,
+        max_attempts=max_attempts,
+        input_=input_,
+        description=description,
+    )
     with connect(ctx) as client:
         result = client.tasks_children_create(parent_id, title, **fields)
     if as_json:

@@ -106,6 +106,17 @@ def next_deadline(tx: Tx, due_after: int) -> int | None:
 # -- enqueue ----------------------------------------------------------------
 
 
+def refuse_open_run(tx: Tx, task: sqlite3.Row) -> None:
+    """Conflict (naming the run) when the task already has an open run."""
+    current = open_run_for_task(tx, task["id"])
+    if current is not None:
+        raise Conflict(
+            f"task {task['identifier']} already has run {current['id']} ({current['status']}); "
+            "wait for it to finish or cancel it first",
+            {"task_id": task["id"], "run_id": current["id"], "status": current["status"]},
+        )
+
+
 def enqueue_run(
     tx: Tx,
     caller: Caller,
@@ -119,13 +130,7 @@ def enqueue_run(
     Raises Conflict when the task already has an open run (one open run per
     task is an invariant, enforced again by a unique index).
     """
-    current = open_run_for_task(tx, task["id"])
-    if current is not None:
-        raise Conflict(
-            f"task {task['identifier']} already has run {current['id']} ({current['status']}); "
-            "wait for it to finish or cancel it first",
-            {"task_id": task["id"], "run_id": current["id"], "status": current["status"]},
-        )
+    refuse_open_run(tx, task)
     now = tx.now
     run = tx.one(
         "INSERT INTO runs (id, task_id, status, attempt, max_attempts, priority_rank,"

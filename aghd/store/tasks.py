@@ -278,8 +278,7 @@ def start_task(
         tx.emit("task.run_requested", caller, task_id=task["id"])
         return Started(updated, None)
     if task["status"] in ("ready", "in_progress"):
-        # enqueue_run names the open run in its conflict.
-        runs_store.enqueue_run(tx, caller, task, idempotency_key=idempotency_key, input_json=None)
+        runs_store.refuse_open_run(tx, task)
     reopened = task["status"] in graph.CLOSED
     if reopened:
         task = _reopen(tx, caller, task)
