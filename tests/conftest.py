@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
+from agh.cli import main as agh_main
 from agh.client import Client
 from aghd.config import Config
 
@@ -251,3 +253,30 @@ def raw(daemon: ThreadDaemon) -> Iterator[RawConn]:
     conn = RawConn(daemon.socket)
     yield conn
     conn.close()
+
+
+# -- the agh CLI in-process -------------------------------------------------------
+
+# Variables a developer's shell may set that would change what the CLI does.
+CLEAN_ENV: dict[str, str | None] = {"AGH_SOCKET": None, "AGH_CLAIM_TOKEN": None}
+
+
+def invoke(
+    *args: str, env: dict[str, str | None] | None = None, input: str | None = None
+) -> Result:
+    """Run ``agh ARGS...`` in-process; ``input`` feeds its stdin."""
+    return CliRunner().invoke(
+        agh_main, list(args), input=input, env={**CLEAN_ENV, **(env or {})}, prog_name="agh"
+    )
+
+
+@pytest.fixture
+def agh(daemon: ThreadDaemon) -> Any:
+    """Run ``agh --socket <daemon> ARGS...`` in-process; returns click's Result."""
+
+    def run(
+        *args: str, env: dict[str, str | None] | None = None, input: str | None = None
+    ) -> Result:
+        return invoke("--socket", daemon.socket, *args, env=env, input=input)
+
+    return run

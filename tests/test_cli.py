@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from agh import __version__
 from agh import protocol as p
@@ -28,26 +28,9 @@ from agh.cli import (
 )
 from agh.client import Client
 from agh.errors import DaemonUnreachable
+from tests.conftest import CLEAN_ENV, invoke
 
 Agh = Callable[..., Result]
-
-# Variables a developer's shell may set that would change what the CLI does.
-CLEAN_ENV: dict[str, str | None] = {"AGH_SOCKET": None, "AGH_CLAIM_TOKEN": None}
-
-
-def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
-    runner = CliRunner()
-    return runner.invoke(main, list(args), env={**CLEAN_ENV, **(env or {})}, prog_name="agh")
-
-
-@pytest.fixture
-def agh(daemon: Any) -> Agh:
-    """Run ``agh --socket <daemon> ARGS...`` in-process; returns click's Result."""
-
-    def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
-        return invoke("--socket", daemon.socket, *args, env=env)
-
-    return run
 
 
 def ok_json(result: Result) -> Any:
@@ -509,9 +492,22 @@ def test_subprocess_round_trip_and_exit_codes(daemon: Any, short_dir: str) -> No
 
 
 HEAVY = ("aghd", "anyio", "watchfiles", "uvloop", "yaml")
+WATCHING_COMMANDS = ("timeline", "watch", "logs", "send", "events", "dashboard", "inbox")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["ls", "--help"], ["claim", "-h"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["ls", "--help"],
+        ["claim", "-h"],
+        ["compose", "--help"],
+        ["tree", "-h"],
+        ["dep", "add", "--help"],
+        ["cancel", "-h"],
+        *([command, "--help"] for command in WATCHING_COMMANDS),
+    ],
+)
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
     code = (
         "import json, sys\n"

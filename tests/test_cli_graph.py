@@ -4,7 +4,6 @@ with their output, exit codes and confirmation rules."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from agh import protocol as p
 from agh.cli import ACTIVE_RUN_STATUSES, CLOSED_STATUSES, TASK_STATUSES, main
-from tests.conftest import ThreadDaemon
-from tests.test_cli import CLEAN_ENV, HEAVY, Agh, add_task, claim, ok_json
+from tests.conftest import CLEAN_ENV, ThreadDaemon
+from tests.test_cli import Agh, add_task, claim, ok_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,22 +49,6 @@ steps:
       field: steps.test.output.passed
       equals: true
 """
-
-
-@pytest.fixture
-def agh(daemon: ThreadDaemon) -> Agh:
-    """Run ``agh --socket <daemon> ARGS...`` in-process (``input`` feeds stdin)."""
-
-    def run(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(
-            main,
-            ["--socket", daemon.socket, *args],
-            input=input,
-            env=dict(CLEAN_ENV),
-            prog_name="agh",
-        )
-
-    return run
 
 
 def ident(created: dict[str, Any]) -> str:
@@ -551,27 +534,6 @@ def test_status_groups_match_the_protocol() -> None:
     assert ACTIVE_RUN_STATUSES == p.ACTIVE_RUN_STATUSES
     assert set(CLOSED_STATUSES) <= set(TASK_STATUSES)
     assert set(ACTIVE_RUN_STATUSES) <= set(typing.get_args(p.RunStatus))
-
-
-@pytest.mark.parametrize(
-    "args", [["compose", "--help"], ["tree", "-h"], ["dep", "add", "--help"], ["cancel", "-h"]]
-)
-def test_new_commands_help_imports_nothing_heavy(args: list[str]) -> None:
-    code = (
-        "import json, sys\n"
-        "from agh.cli import main\n"
-        "try:\n"
-        f"    main({args!r}, prog_name='agh')\n"
-        "except SystemExit as exc:\n"
-        "    assert exc.code == 0, exc.code\n"
-        f"heavy = {HEAVY!r}\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.splitlines()[-1]) == []
 
 
 def test_man_page_documents_every_command() -> None:

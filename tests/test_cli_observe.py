@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from agh import protocol as p
 from agh.cli import (
@@ -34,24 +34,8 @@ from agh.cli import (
     timeline_line,
 )
 from agh.client import Client
-from tests.conftest import ThreadDaemon
-from tests.test_cli import CLEAN_ENV, HEAVY, Agh, ok_json
-
-
-@pytest.fixture
-def agh(daemon: ThreadDaemon) -> Agh:
-    """Run ``agh --socket <daemon> ARGS...`` in-process (``input`` feeds stdin)."""
-
-    def run(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(
-            main,
-            ["--socket", daemon.socket, *args],
-            input=input,
-            env=dict(CLEAN_ENV),
-            prog_name="agh",
-        )
-
-    return run
+from tests.conftest import CLEAN_ENV, ThreadDaemon
+from tests.test_cli import Agh, ok_json
 
 
 class Spawned:
@@ -508,30 +492,6 @@ def test_events_follow_streams_new_events_until_interrupted(
     follower.proc.send_signal(signal.SIGINT)
     code, rest, err = follower.finish()
     assert code == 130 and err == "" and rest == ""
-
-
-# -- contract ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "command", ["timeline", "watch", "logs", "send", "events", "dashboard", "inbox"]
-)
-def test_help_of_the_watching_commands_imports_nothing_heavy(command: str) -> None:
-    code = (
-        "import json, sys\n"
-        "from agh.cli import main\n"
-        "try:\n"
-        f"    main([{command!r}, '--help'], prog_name='agh')\n"
-        "except SystemExit as exc:\n"
-        "    assert exc.code == 0, exc.code\n"
-        f"heavy = {HEAVY!r}\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.splitlines()[-1]) == []
 
 
 # -- dashboard and inbox ----------------------------------------------------------------------
