@@ -152,52 +152,11 @@ def start_daemon(workdir: str, synchronous: str) -> tuple[subprocess.Popen[bytes
 # -- the raw in-process path ---------------------------------------------------------
 
 
-def raw_rate(workdir: str, cycles: int, synchronous: str) -> float:
+def raw_rate(cycles: int, synchronous: str) -> float:
     """Same schema and store functions, one transaction (one fsync) per operation."""
-    from aghd.store import runs, tasks
-    from aghd.store.db import Caller, Tx, now_ms, open_connection
-    from aghd.tokens import new_token
+    from store_cycle import cycles_per_second  # bench/, beside this script
 
-    conn = open_connection(os.path.join(workdir, "raw.db"), synchronous)
-    caller = Caller("agent_session", "raw", "agent_session", None, None)
-
-    def txn(fn, *args, **kwargs):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(Tx(conn, now_ms()), *args, **kwargs)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
-    new = tasks.NewTask(title="raw", owner_kind="human", owner_ref="bench", origin_kind="cli")
-
-    def create_many(tx: Tx, n: int) -> None:
-        for _ in range(n):
-            row = tasks.create_task(tx, caller, new)
-            tasks.start_task(tx, caller, row["id"], idempotency_key=None, input_value=None)
-
-    txn(create_many, cycles)
-    t0 = time.perf_counter()
-    done = 0
-    while done < cycles:
-        _token, token_hash = new_token()
-        claimed = txn(
-            runs.claim_next_run,
-            caller,
-            session_id=None,
-            filters=runs.ClaimFilters(),
-            lease_ms=300_000,
-            token_hash=token_hash,
-            idempotency_key=None,
-            max_claims_per_session=0,
-        )
-        txn(runs.complete_run, caller, claimed.run["id"], token_hash, None)
-        done += 1
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return done / elapsed
+    return cycles_per_second(cycles, None, synchronous)
 
 
 def main() -> None:
@@ -219,7 +178,7 @@ def main() -> None:
 
     workdir = tempfile.mkdtemp(prefix="aghb")
     try:
-        raw = raw_rate(workdir, args.raw_cycles, args.synchronous)
+        raw = raw_rate(args.raw_cycles, args.synchronous)
         print(f"raw in-process SQLite ({args.synchronous}, one commit per op): {raw:8.0f} cycles/s")
         proc, sock = start_daemon(workdir, args.synchronous)
         try:

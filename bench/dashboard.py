@@ -67,6 +67,7 @@ def percentile(values: list[float], q: float) -> float:
 def build(path: str, n_tasks: int, n_events: int, seed: int = 7) -> None:
     """Fill a fresh database at ``path`` (migrated by the store) in one transaction."""
     from aghd.store.db import now_ms, open_connection
+    from aghd.store.schema import RUN_TALLIES
 
     rnd = random.Random(seed)
     conn = open_connection(path, "OFF")
@@ -285,6 +286,7 @@ def build(path: str, n_tasks: int, n_events: int, seed: int = 7) -> None:
         " last_seen_activity_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
         triage,
     )
+    conn.execute(RUN_TALLIES)  # what the store keeps as runs end
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -420,6 +422,16 @@ def main() -> None:
                 ("dashboard, workspace", "observe.dashboard", {"workspace": "/bench/proj1"}),
                 ("dashboard, channel", "observe.dashboard", {"network_channel": "gpu"}),
                 ("dashboard, owner", "observe.dashboard", {"owner_kind": "automation"}),
+                (
+                    "dashboard, owner (70%)",
+                    "observe.dashboard",
+                    {"owner_kind": "human", "owner_ref": "alice"},
+                ),
+                (
+                    "dashboard, ws + channel",
+                    "observe.dashboard",
+                    {"workspace": "/bench/proj1", "network_channel": "gpu"},
+                ),
                 ("inbox, alice", "observe.inbox", {"owner_kind": "human", "owner_ref": "alice"}),
                 (
                     "inbox, alice, workspace",

@@ -210,3 +210,79 @@ def test_claim_query_picks_the_right_run(populated: sqlite3.Connection) -> None:
     assert populated.execute(
         "SELECT network_channel, status FROM runs WHERE id = ?", (best_gpu,)
     ).fetchone()[:] == ("gpu", "queued")
+
+
+def test_migration_5_backfills_the_run_tallies(short_dir: str) -> None:
+    """Tasks' tallies of ended runs (the filtered dashboard's run totals and
+    forced stops) are counted from the runs and claims already stored."""
+    path = os.path.join(short_dir, "m4.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert schema.migrate(conn, target=4) == 4
+        now = 1_700_000_000_000
+        for n, tid in enumerate(("task_a", "task_b"), start=1):
+            conn.execute(
+                "INSERT INTO tasks (id, identifier, title, scope, priority, max_attempts, status,"
+                " created_at, updated_at, last_activity_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (tid, f"T-{n}", tid, "global", "high", 3, "failed", now, now, now),
+            )
+        # task_a: completed, canceled, failed by its agent, failed by expiry
+        # (last claim), failed by an operator after an earlier expiry; task_b: queued.
+        runs = [
+            ("r1", "task_a", "completed", ["completed"]),
+            ("r2", "task_a", "canceled", []),
+            ("r3", "task_a", "failed", ["failed"]),
+            ("r4", "task_a", "failed", ["failed", "expired"]),
+            ("r5", "task_a", "failed", ["expired", "failed_by_operator"]),
+            ("r6", "task_b", "queued", ["released"]),
+        ]
+        for rid, tid, status, claims in runs:
+            ended = None if status == "queued" else now
+            conn.execute(
+                "INSERT INTO runs (id, task_id, status, max_attempts, priority_rank, queued_at,"
+                " available_at, ended_at, created_at) VALUES (?,?,?,3,2,?,?,?,?)",
+                (rid, tid, status, now, now, ended, now),
+            )
+            for attempt, reason in enumerate(claims, start=1):
+                conn.execute(
+                    "INSERT INTO claims (run_id, attempt, token_hash, claimed_at, ended_at,"
+                    " end_reason) VALUES (?,?,?,?,?,?)",
+                    (rid, attempt, "h", now, now, reason),
+                )
+    finally:
+        conn.close()
+    conn = open_connection(path)
+    try:
+        tallies = conn.execute(
+            "SELECT id, runs_completed, runs_failed, runs_canceled, runs_forced FROM tasks"
+            " ORDER BY id"
+        ).fetchall()
+        assert [tuple(t) for t in tallies] == [("task_a", 1, 3, 1, 2), ("task_b", 0, 0, 0, 0)]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "tasks_facets" in names and "tasks_workspace_status" not in names
+    finally:
+        conn.close()
+
+
+def test_listing_a_status_walks_it_in_id_order(short_dir: str) -> None:
+    """tasks.list by status pages through tasks_status without sorting the
+    whole status (tasks_facets, also led by status, would need a sort)."""
+    from aghd.store.db import Tx
+    from aghd.store.tasks import TaskFilters, list_tasks
+
+    conn = open_connection(os.path.join(short_dir, "list.db"))
+    statements: list[str] = []
+    try:
+        # Statistics from an ANALYZE run before migration 5 (none for
+        # tasks_facets) made the planner pick tasks_facets and sort.
+        conn.execute("ANALYZE")
+        conn.execute("INSERT INTO sqlite_stat1 VALUES ('tasks', 'tasks_status', '100000 12500 1')")
+        conn.execute("ANALYZE sqlite_schema")  # reload the statistics
+        conn.set_trace_callback(statements.append)
+        list_tasks(Tx(conn, 0), TaskFilters(status="completed"), 50, None)
+        conn.set_trace_callback(None)
+        (sql,) = [s for s in statements if s.startswith("SELECT * FROM tasks")]
+        plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "tasks_status" in plan and "TEMP B-TREE" not in plan, plan
+    finally:
+        conn.close()

@@ -13,13 +13,14 @@ no figure reads a table from end to end. Unfiltered, task counts come from
 ``runs_lease``; failed and canceled runs from ``runs_unsuccessful``, and
 completed ones are all runs (a b-tree count) minus the rest; latencies
 from the tail of the claims table (appended in time order); forced stops
-from ``claims_forced``; the latest activity is the newest event. A
-workspace alone is answered from covering indexes (``tasks_workspace``,
-``tasks_workspace_status``, ``runs_closed_task``), its open runs reached
-through its ready and in-progress tasks. Other filters read the tasks'
-rows: through ``tasks_workspace`` when the filter also names a small
-workspace, else in one sequential pass (a scan of 100k tasks costs less
-than fetching 15k of them one by one), so they take ~100 ms there.
+from ``claims_forced``; the latest activity is the newest event. Any
+filter is answered from ``tasks_facets``, which holds every filtered
+column, each task's tallies of its ended runs and forced stops, and its
+id, so a filter's task counts, run totals and queue depth are sums over
+index entries (one range per status, narrowed to the workspace when one
+is named) and no task row is read. In-progress tasks are not in that index
+(claims and completions stay cheap): they are reached through their active
+runs, as are the runs' latencies (one task lookup per run).
 
 Health rules (``ok`` / ``warning`` / ``critical``); man page text:
 
@@ -90,9 +91,10 @@ LANES = ("my_work", "approvals", "failed_runs", "blocked", "archived")
 _SEVERITY = {"ok": 0, "warning": 1, "critical": 2}
 # A queue backlog is critical past this many times the warning threshold.
 BACKLOG_CRITICAL_FACTOR = 4
-# A workspace holding fewer than 1/N of all tasks is read through its index.
-_WORKSPACE_INDEX_SHARE = 10
-# How far back the newest events are searched for a workspace's latest activity.
+# A filtered queue with at most this many queued runs on a channel finds its
+# oldest through each run; a larger one walks the queue in order instead.
+_FEW_QUEUED = 500
+# How far back the newest events are searched for a filter's latest activity.
 _EVENTS_WALKED = 2_000
 
 
@@ -243,17 +245,11 @@ class DashboardFigures:
 
 @dataclass(frozen=True, slots=True)
 class _Where:
-    """The task filter as SQL on alias ``t``, and how to reach the tasks.
-
-    Three shapes: no filter (run-side and status indexes answer alone), a
-    workspace alone (``workspace_only``: covering workspace indexes, no
-    task row read), anything else (task rows read through ``access``)."""
+    """The task filter as SQL on alias ``t`` over the columns of
+    ``tasks_facets`` (so no task row is read), or no filter at all."""
 
     sql: str = ""
     args: tuple[Any, ...] = ()
-    workspace_only: bool = False
-    has_workspace: bool = False
-    access: str = "NOT INDEXED"
     # The filter names a workspace that does not exist.
     matches_nothing: bool = False
 
@@ -268,37 +264,40 @@ class _Where:
         first, which costs more than the few runs it filters."""
         if not self.sql:
             return ""
-        if self.workspace_only:
-            return (
-                " AND EXISTS (SELECT 1 FROM tasks t INDEXED BY tasks_workspace"
-                " WHERE t.workspace_id = ? AND t.id = r.task_id)"
-            )
         return f" AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id AND {self.sql})"
 
-    def open_runs(self, task_status: str) -> tuple[str, str]:
-        """FROM and WHERE clauses for the open runs ``r`` of the matching
-        tasks ``t`` in ``task_status``. A task has its queued run exactly
-        while it is ready and its active run while it is in progress (the
-        store changes both in one transaction), so few tasks lead to them."""
-        index = "tasks_workspace_status" if self.has_workspace else "tasks_status"
+    def tasks_in(self, task_status: str) -> tuple[str, str]:
+        """FROM and WHERE clauses for the matching tasks ``t`` in
+        ``task_status`` (not in_progress: those are not in the index): a
+        range of ``tasks_facets`` (narrowed to the workspace when one is
+        named), the rest of the filter read from the index entries."""
         return (
-            f"tasks t INDEXED BY {index} CROSS JOIN runs r INDEXED BY runs_one_open_per_task"
+            "tasks t INDEXED BY tasks_facets",
+            # The index's own predicate, restated so SQLite may use it.
+            f"t.status = '{task_status}' AND t.status != 'in_progress' AND {self.sql}",
+        )
+
+    def queued_runs(self) -> tuple[str, str]:
+        """FROM and WHERE clauses for the queued runs ``r`` of the matching
+        tasks ``t``: a task has its queued run exactly while it is ready
+        (the store changes both in one transaction)."""
+        tables, matching = self.tasks_in("ready")
+        return (
+            f"{tables} CROSS JOIN runs r INDEXED BY runs_one_open_per_task"
             " ON r.task_id = t.id AND r.ended_at IS NULL",
-            f"t.status = '{task_status}' AND {self.sql}",
+            matching,
         )
 
 
 def _where(tx: Tx, filters: Filters) -> _Where:
     terms: list[str] = []
     args: list[Any] = []
-    workspace_id = None
     if filters.workspace is not None:
         ws = find_workspace(tx, filters.workspace)
         if ws is None:
             return _Where(matches_nothing=True)
-        workspace_id = ws["id"]
         terms.append("t.workspace_id = ?")
-        args.append(workspace_id)
+        args.append(ws["id"])
     for column, value in (
         ("scope", filters.scope),
         ("owner_kind", filters.owner_kind),
@@ -307,22 +306,12 @@ def _where(tx: Tx, filters: Filters) -> _Where:
         ("origin_kind", filters.origin_kind),
     ):
         if value is not None:
-            terms.append(f"t.{column} = ?")
+            # "+": never an index key. Given statistics, SQLite would
+            # otherwise skip-scan tasks_facets on these columns, which costs
+            # several times reading the status's (and workspace's) range.
+            terms.append(f"+t.{column} = ?")
             args.append(value)
-    if not terms:
-        return _Where()
-    if terms == ["t.workspace_id = ?"]:
-        # Covering indexes answer: only t.id and t.workspace_id are read.
-        return _Where(terms[0], tuple(args), True, True, "INDEXED BY tasks_workspace")
-    access = "NOT INDEXED"
-    if workspace_id is not None:
-        # Fetching a small workspace's rows through its index beats a scan;
-        # a large one is cheaper to read in one sequential pass.
-        in_ws = tx.scalar("SELECT count(*) FROM tasks WHERE workspace_id = ?", (workspace_id,))
-        everything = tx.scalar("SELECT max(rowid) FROM tasks") or 0
-        if in_ws * _WORKSPACE_INDEX_SHARE < everything:
-            access = "INDEXED BY tasks_workspace"
-    return _Where(" AND ".join(terms), tuple(args), False, workspace_id is not None, access)
+    return _Where(" AND ".join(terms), tuple(args))
 
 
 def dashboard(
@@ -340,54 +329,64 @@ def dashboard(
     )
     if where.matches_nothing:
         return figures
-    _task_counts(tx, where, figures)
-    _queue(tx, where, figures)
+    if where.filtered:
+        _facet_counts(tx, where, figures)
+        _filtered_queue(tx, where, figures)
+    else:
+        _task_counts(tx, figures)
+        _queue(tx, figures)
     _active_runs(tx, where, figures, items_limit)
-    _closed_runs(tx, where, figures)  # needs the open runs counted
+    if not where.filtered:
+        _closed_runs(tx, figures)  # needs the open runs counted
+        figures.forced_stops = _forced_stops(tx)
+    figures.latest_activity_at = _latest_activity(tx, where)
     _latency(tx, where, figures)
-    figures.forced_stops = _forced_stops(tx, where)
     return figures
 
 
-def _task_counts(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
-    if not where.filtered or where.workspace_only:
-        ws = where.args[0] if where.workspace_only else None
-        # One range count per status: cheaper than grouping the whole index.
-        for status in TASK_STATUSES:
-            figures.tasks[status] = tx.scalar(
-                "SELECT count(*) FROM tasks INDEXED BY tasks_status WHERE status = ?"
-                if ws is None
-                else "SELECT count(*) FROM tasks INDEXED BY tasks_workspace_status"
-                " WHERE workspace_id = ? AND status = ?",
-                (status,) if ws is None else (ws, status),
-            )
-        figures.awaiting_approval = tx.scalar(
-            "SELECT count(*) FROM tasks INDEXED BY tasks_awaiting_approval"
-            " WHERE approval_state = 'pending' AND status = 'blocked'"
-            + ("" if ws is None else " AND workspace_id = ?"),
-            () if ws is None else (ws,),
+def _task_counts(tx: Tx, figures: DashboardFigures) -> None:
+    # One range count per status: cheaper than grouping the whole index.
+    for status in TASK_STATUSES:
+        figures.tasks[status] = tx.scalar(
+            "SELECT count(*) FROM tasks INDEXED BY tasks_status WHERE status = ?", (status,)
         )
-        figures.latest_activity_at = _latest_activity(tx, ws)
-        return
-    latest = None
-    for status, awaiting, count, last in tx.all(
-        "SELECT t.status, t.status = 'blocked' AND t.approval_state = 'pending', count(*),"
-        f" max(t.last_activity_at) FROM tasks t {where.access} WHERE {where.sql}"
-        " GROUP BY 1, 2",
-        where.args,
-    ):
-        figures.tasks[status] += count
-        if awaiting:
-            figures.awaiting_approval += count
-        latest = last if latest is None else max(latest, last)
-    figures.latest_activity_at = latest
+    figures.awaiting_approval = tx.scalar(
+        "SELECT count(*) FROM tasks INDEXED BY tasks_awaiting_approval"
+        " WHERE approval_state = 'pending' AND status = 'blocked'"
+    )
 
 
-def _latest_activity(tx: Tx, workspace_id: str | None) -> int | None:
-    """Every change writes an event, so the newest event (of the workspace's
-    tasks) is the latest activity. A workspace that none of the newest
-    ``_EVENTS_WALKED`` events touched is quiet: its tasks' rows answer."""
-    if workspace_id is None:
+def _facet_counts(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
+    """Filtered: task counts, awaiting approval, and the ended runs of the
+    matching tasks from their tallies — one range of ``tasks_facets`` per
+    status, no row read."""
+    runs = figures.runs
+    for status in TASK_STATUSES:
+        if status == "in_progress":
+            continue  # counted with their active runs (_active_runs)
+        tables, matching = where.tasks_in(status)
+        row = tx.one(
+            "SELECT count(*), total(t.approval_state = 'pending'), total(t.runs_completed),"
+            f" total(t.runs_failed), total(t.runs_canceled), total(t.runs_forced) FROM {tables}"
+            f" WHERE {matching}",
+            where.args,
+        )
+        assert row is not None
+        count, pending, completed, failed, canceled, forced = (int(n) for n in row)
+        figures.tasks[status] = count
+        if status == "blocked":
+            figures.awaiting_approval = pending
+        runs["completed"] += completed
+        runs["failed"] += failed
+        runs["canceled"] += canceled
+        figures.forced_stops += forced
+
+
+def _latest_activity(tx: Tx, where: _Where) -> int | None:
+    """Every change writes an event, so the newest event (of the matching
+    tasks) is the latest activity. Matching tasks that none of the newest
+    ``_EVENTS_WALKED`` events touched are quiet: their rows answer."""
+    if not where.filtered:
         latest: int | None = tx.scalar(
             "SELECT created_at FROM events WHERE seq = (SELECT max(seq) FROM events)"
         )
@@ -395,31 +394,19 @@ def _latest_activity(tx: Tx, workspace_id: str | None) -> int | None:
     newest = tx.scalar("SELECT max(seq) FROM events") or 0
     latest = tx.scalar(
         "SELECT e.created_at FROM events e WHERE e.seq > ? AND EXISTS (SELECT 1 FROM tasks t"
-        " INDEXED BY tasks_workspace WHERE t.workspace_id = ? AND t.id = e.task_id)"
-        " ORDER BY e.seq DESC LIMIT 1",
-        (newest - _EVENTS_WALKED, workspace_id),
+        f" WHERE t.id = e.task_id AND {where.sql}) ORDER BY e.seq DESC LIMIT 1",
+        (newest - _EVENTS_WALKED, *where.args),
     )
     if latest is None:
         latest = tx.scalar(
-            "SELECT max(last_activity_at) FROM tasks WHERE workspace_id = ?", (workspace_id,)
+            f"SELECT max(t.last_activity_at) FROM tasks t WHERE {where.sql}", where.args
         )
     return latest
 
 
-def _queue(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
-    """Queued runs per network channel, with the oldest ``queued_at`` of each."""
-    if where.filtered:
-        tables, matching = where.open_runs("ready")
-        rows = tx.all(
-            f"SELECT r.network_channel, count(*), min(r.queued_at) FROM {tables}"
-            f" WHERE {matching} AND r.status = 'queued' GROUP BY r.network_channel"
-            " ORDER BY r.network_channel IS NOT NULL, r.network_channel",
-            where.args,
-        )
-        figures.depth = [ChannelDepth(c, n, oldest) for c, n, oldest in rows]
-        figures.runs["queued"] = sum(d.count for d in figures.depth)
-        return
-    # Unfiltered: both claim indexes are covering for this, so no run row is read.
+def _queue(tx: Tx, figures: DashboardFigures) -> None:
+    """Queued runs per network channel, with the oldest ``queued_at`` of each.
+    Both claim indexes are covering for this, so no run row is read."""
     total = tx.scalar("SELECT count(*) FROM runs INDEXED BY runs_claim WHERE status = 'queued'")
     channels = [
         ChannelDepth(c, n, oldest)
@@ -432,49 +419,92 @@ def _queue(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
     ]
     unchanneled = total - sum(d.count for d in channels)
     if unchanneled:
-        # The oldest run without a channel: the first one in queued_at order
-        # within each priority rank of runs_claim.
-        oldest = [
-            tx.scalar(
-                "SELECT queued_at FROM runs INDEXED BY runs_claim WHERE status = 'queued'"
-                " AND priority_rank = ? AND network_channel IS NULL ORDER BY queued_at LIMIT 1",
-                (rank,),
-            )
-            for rank in sorted(set(PRIORITY_RANK.values()))
-        ]
-        first = min((q for q in oldest if q is not None), default=None)
-        channels.insert(0, ChannelDepth(None, unchanneled, first))
+        channels.insert(0, ChannelDepth(None, unchanneled, _oldest_queued(tx, None, _Where())))
     figures.depth = channels
     figures.runs["queued"] = total
+
+
+def _filtered_queue(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
+    """Filtered queue depth: a matching task is ready exactly while it has
+    its queued run, on the task's channel, so the depth per channel is a
+    count of ``tasks_facets`` entries; only the oldest of each channel
+    needs the runs."""
+    tables, matching = where.tasks_in("ready")
+    depth = tx.all(
+        f"SELECT t.network_channel, count(*) FROM {tables} WHERE {matching}"
+        " GROUP BY t.network_channel ORDER BY t.network_channel IS NOT NULL, t.network_channel",
+        where.args,
+    )
+    figures.depth = [ChannelDepth(c, n, _oldest_queued(tx, c, where, n)) for c, n in depth]
+    figures.runs["queued"] = sum(n for _c, n in depth)
+
+
+def _oldest_queued(tx: Tx, channel: str | None, where: _Where, matching: int = 0) -> int | None:
+    """The oldest ``queued_at`` among the queued runs on ``channel`` (None:
+    without one) of the tasks matching ``where``.
+
+    Few matching runs (``matching``): each one's run is looked up. Else the
+    queue is walked oldest first within each priority rank until a run of
+    a matching task turns up; the first match is near the front unless the
+    filter holds a small share of the queue."""
+    if where.filtered and matching <= _FEW_QUEUED:
+        tables, ready = where.queued_runs()
+        oldest: int | None = tx.scalar(
+            f"SELECT min(r.queued_at) FROM {tables} WHERE {ready} AND t.network_channel IS ?",
+            (*where.args, channel),
+        )
+        return oldest
+    index, on_channel = (
+        ("runs_claim", "r.network_channel IS NULL")
+        if channel is None
+        else ("runs_claim_channel", "r.network_channel = ?")
+    )
+    firsts = [
+        tx.scalar(
+            f"SELECT r.queued_at FROM runs r INDEXED BY {index} WHERE r.status = 'queued'"
+            f" AND r.priority_rank = ? AND {on_channel}{where.run_filter}"
+            " ORDER BY r.queued_at LIMIT 1",
+            (rank, *(() if channel is None else (channel,)), *where.args),
+        )
+        for rank in sorted(set(PRIORITY_RANK.values()))
+    ]
+    return min((q for q in firsts if q is not None), default=None)
 
 
 def _active_runs(tx: Tx, where: _Where, figures: DashboardFigures, items_limit: int) -> None:
     """Claimed, starting and running runs (those holding a lease): counted
     and judged in one pass over narrow tuples; only the items shown are
-    read in full."""
-    if where.filtered:
-        tables, matching = where.open_runs("in_progress")
-        args: tuple[Any, ...] = where.args
-    else:
-        tables, matching, args = "runs r INDEXED BY runs_lease", "1", ()
+    read in full. Filtered, their tasks are the matching in-progress tasks
+    (a task is in progress exactly while it has its active run), counted
+    here with their tallies of earlier runs."""
     cursor = tx.execute(
         "SELECT r.rowid, r.status, max(coalesce(r.heartbeat_at, 0), coalesce(r.claimed_at, 0),"
-        f" coalesce(r.started_at, 0)), s.state = 'disconnected' FROM {tables}"
+        " coalesce(r.started_at, 0)), s.state = 'disconnected', t.runs_completed,"
+        " t.runs_failed, t.runs_canceled, t.runs_forced"
+        " FROM runs r INDEXED BY runs_lease CROSS JOIN tasks t ON t.id = r.task_id"
         " LEFT JOIN sessions s ON s.session_id = r.session_id"
-        f" WHERE {matching} AND r.lease_until IS NOT NULL",
-        args,
+        f" WHERE r.lease_until IS NOT NULL AND {where.sql or '1'}",
+        where.args,
     )
     cursor.row_factory = None  # plain tuples: this loop may see thousands of runs
     stuck_before = figures.now - figures.thresholds.stuck_after_ms
     judged: list[tuple[int, int, bool, bool]] = []
     runs = figures.runs
-    for rowid, status, last, disconnected in cursor:
+    tallies = [0, 0, 0, 0]
+    for rowid, status, last, disconnected, *earlier in cursor:
         runs[status] += 1
+        tallies = [a + b for a, b in zip(tallies, earlier, strict=True)]
         stuck, orphaned = last < stuck_before, bool(disconnected)
         figures.stuck_runs += stuck
         figures.orphan_runs += orphaned
         figures.troubled_runs += stuck or orphaned
         judged.append((last, rowid, stuck, orphaned))
+    if where.filtered:
+        figures.tasks["in_progress"] = len(judged)
+        runs["completed"] += tallies[0]
+        runs["failed"] += tallies[1]
+        runs["canceled"] += tallies[2]
+        figures.forced_stops += tallies[3]
     judged.sort(reverse=True)
     for last, rowid, stuck, orphaned in judged[:items_limit]:
         row = tx.one(
@@ -491,22 +521,11 @@ def _active_runs(tx: Tx, where: _Where, figures: DashboardFigures, items_limit: 
         )
 
 
-def _closed_runs(tx: Tx, where: _Where, figures: DashboardFigures) -> None:
-    """Completed, failed and canceled runs. Unfiltered: failed and canceled
+def _closed_runs(tx: Tx, figures: DashboardFigures) -> None:
+    """Unfiltered completed, failed and canceled runs: failed and canceled
     ones from their own small index, completed ones as all runs (a b-tree
-    count) minus the rest. Filtered: one covering probe per matching task."""
+    count) minus the rest."""
     runs = figures.runs
-    if where.filtered:
-        row = tx.one(
-            "SELECT total(r.status = 'completed'), total(r.status = 'failed'),"
-            f" total(r.status = 'canceled') FROM tasks t {where.access}"
-            " CROSS JOIN runs r INDEXED BY runs_closed_task"
-            f" ON r.task_id = t.id AND r.ended_at IS NOT NULL WHERE {where.sql}",
-            where.args,
-        )
-        assert row is not None
-        runs["completed"], runs["failed"], runs["canceled"] = (int(n) for n in row)
-        return
     everything = tx.scalar("SELECT count(*) FROM runs")
     row = tx.one(
         "SELECT total(status = 'failed'), total(status = 'canceled')"
@@ -562,15 +581,14 @@ def _first_claim_since(tx: Tx, since: int) -> int | None:
     return int(low)
 
 
-def _forced_stops(tx: Tx, where: _Where) -> int:
+def _forced_stops(tx: Tx) -> int:
+    """Unfiltered forced stops (filtered ones are the tasks' tallies)."""
     count: int = tx.scalar(
         "SELECT count(*) FROM claims c INDEXED BY claims_forced"
         " CROSS JOIN runs r ON r.id = c.run_id"
         " WHERE (c.end_reason = 'expired' OR c.end_reason = 'failed_by_operator')"
         " AND r.status = 'failed'"
         " AND NOT EXISTS (SELECT 1 FROM claims l WHERE l.run_id = c.run_id AND l.id > c.id)"
-        f"{where.run_filter}",
-        where.args,
     )
     return count
 

@@ -563,8 +563,8 @@ def complete_run(
     _end_claim(tx, run_id, "completed" if token_hash is not None else "completed_by_operator")
     parent_id = tx.scalar(
         "UPDATE tasks SET status = 'completed', closed_at = ?, updated_at = ?,"
-        " last_activity_at = ?, awaiting_input = 0, blocking_reason = NULL"
-        " WHERE id = ? RETURNING parent_task_id",
+        " last_activity_at = ?, awaiting_input = 0, blocking_reason = NULL,"
+        " runs_completed = runs_completed + 1 WHERE id = ? RETURNING parent_task_id",
         (now, now, now, run["task_id"]),
     )
     tx.emit("run.completed", caller, task_id=run["task_id"], run_id=run_id, touch=False)
@@ -605,10 +605,14 @@ def fail_run(
         )
         tx.deadline(due)
         return updated
-    return _fail_final(tx, caller, run, error)
+    return _fail_final(tx, caller, run, error, forced=token_hash is None)
 
 
-def _fail_final(tx: Tx, caller: Caller, run: sqlite3.Row, error: str) -> sqlite3.Row:
+def _fail_final(
+    tx: Tx, caller: Caller, run: sqlite3.Row, error: str, *, forced: bool
+) -> sqlite3.Row:
+    """The run and its task are ``failed``. ``forced``: its last claim was
+    ended by lease expiry or an operator (a forced stop, for the dashboard)."""
     now = tx.now
     updated = tx.one(
         "UPDATE runs SET status = 'failed', error = ?, ended_at = ?, lease_until = NULL"
@@ -618,8 +622,9 @@ def _fail_final(tx: Tx, caller: Caller, run: sqlite3.Row, error: str) -> sqlite3
     assert updated is not None
     parent_id = tx.scalar(
         "UPDATE tasks SET status = 'failed', closed_at = ?, closed_reason = ?, updated_at = ?,"
-        " awaiting_input = 0, blocking_reason = NULL WHERE id = ? RETURNING parent_task_id",
-        (now, error, now, run["task_id"]),
+        " awaiting_input = 0, blocking_reason = NULL, runs_failed = runs_failed + 1,"
+        " runs_forced = runs_forced + ? WHERE id = ? RETURNING parent_task_id",
+        (now, error, now, int(forced), run["task_id"]),
     )
     tx.emit(
         "run.failed",
@@ -697,6 +702,7 @@ def end_run_canceled(tx: Tx, caller: Caller, run: sqlite3.Row, reason: str | Non
         (tx.now, reason, run["id"]),
     )
     assert updated is not None
+    tx.execute("UPDATE tasks SET runs_canceled = runs_canceled + 1 WHERE id = ?", (run["task_id"],))
     _end_claim(tx, run["id"], "canceled")
     tx.emit(
         "run.canceled",
@@ -738,5 +744,5 @@ def expire_leases(tx: Tx, caller: Caller) -> int:
         if requeue:
             _requeue(tx, run, available_at=tx.now, error="lease expired")
         else:
-            _fail_final(tx, caller, run, "lease expired")
+            _fail_final(tx, caller, run, "lease expired", forced=True)
     return len(expired)

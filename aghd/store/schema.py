@@ -311,7 +311,44 @@ CREATE INDEX tasks_awaiting_approval ON tasks (status, workspace_id)
 CREATE INDEX tasks_awaiting_input ON tasks (workspace_id) WHERE awaiting_input = 1;
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4]
+# Each task's tallies of its ended runs, counted from the runs and claims
+# (migration 5; also bench/dashboard.py after its bulk inserts).
+RUN_TALLIES = """UPDATE tasks SET
+    runs_completed = (SELECT count(*) FROM runs r WHERE r.task_id = tasks.id
+                      AND r.status = 'completed'),
+    runs_failed = (SELECT count(*) FROM runs r WHERE r.task_id = tasks.id
+                   AND r.status = 'failed'),
+    runs_canceled = (SELECT count(*) FROM runs r WHERE r.task_id = tasks.id
+                     AND r.status = 'canceled'),
+    runs_forced = (SELECT count(*) FROM runs r WHERE r.task_id = tasks.id
+                   AND r.status = 'failed'
+                   AND (SELECT c.end_reason FROM claims c WHERE c.run_id = r.id
+                        ORDER BY c.id DESC LIMIT 1) IN ('expired', 'failed_by_operator'))
+    WHERE EXISTS (SELECT 1 FROM runs r WHERE r.task_id = tasks.id AND r.ended_at IS NOT NULL)"""
+
+# Migration 5: every dashboard filter answered from one covering index.
+# Each task keeps tallies of its ended runs (the run-ending UPDATE of the
+# task already rewrites its row), so run totals for any filter are sums over
+# matching index entries instead of one probe into runs per task. The facets
+# index replaces tasks_workspace_status: it leads with (status, workspace_id)
+# so a workspace's counts stay range counts. In-progress tasks are left out
+# (the dashboard reaches them through their active runs), so a claim only
+# deletes an entry and a completion only inserts one: global tasks pay
+# that too (docs/PERFORMANCE.md). tasks.update may change any facet; cold.
+_M5 = f"""
+ALTER TABLE tasks ADD COLUMN runs_completed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN runs_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN runs_canceled INTEGER NOT NULL DEFAULT 0;
+-- Failed runs whose last claim ended by lease expiry or by an operator.
+ALTER TABLE tasks ADD COLUMN runs_forced INTEGER NOT NULL DEFAULT 0;
+{RUN_TALLIES};
+DROP INDEX tasks_workspace_status;
+CREATE INDEX tasks_facets ON tasks (status, workspace_id, network_channel, owner_kind,
+    owner_ref, origin_kind, scope, approval_state, runs_completed, runs_failed, runs_canceled,
+    runs_forced, id) WHERE status != 'in_progress';
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5]
 LATEST = len(MIGRATIONS)
 
 
