@@ -258,7 +258,13 @@ def main(socket_path: str | None) -> None:
 
 
 def task_options(fn: F) -> F:
-    """--priority and --channel, shared by the commands that create tasks."""
+    """--priority, --channel and --approval, shared by the commands that
+    create tasks."""
+    fn = click.option(
+        "--approval",
+        type=click.Choice(["none", "manual"]),
+        help="manual: its run waits until someone runs `agh approve ID`. [default: none]",
+    )(fn)
     fn = click.option("--channel", metavar="NAME", help="Network channel agents can claim by.")(fn)
     return click.option(
         "--priority", type=click.Choice(PRIORITIES), help="Priority. [default: medium]"
@@ -271,6 +277,7 @@ def new_task_fields(
     draft: bool,
     priority: str | None,
     channel: str | None,
+    approval: str | None,
     workspace: str | None,
     max_attempts: int | None,
     input_: Any,
@@ -282,6 +289,7 @@ def new_task_fields(
     optional = {
         "priority": priority,
         "network_channel": channel,
+        "approval_policy": approval,
         "workspace": None if workspace is None else os.path.abspath(os.path.expanduser(workspace)),
         "max_attempts": max_attempts,
         "input": input_,
@@ -324,6 +332,7 @@ def add(
     title: str,
     priority: str | None,
     channel: str | None,
+    approval: str | None,
     workspace: str | None,
     max_attempts: int | None,
     input_: Any,
@@ -339,12 +348,14 @@ def add(
       agh add "Fix the flaky login test" --priority high --workspace .
       agh add "Summarise the logs" --input '{"since": "1h"}' --json
       agh add "Plan the migration" --draft --description "Only a sketch"
+      agh add "Deploy to production" --approval manual
     """
     fields = new_task_fields(
         start=not draft,
         draft=draft,
         priority=priority,
         channel=channel,
+        approval=approval,
         workspace=workspace,
         max_attempts=max_attempts,
         input_=input_,
@@ -1151,6 +1162,7 @@ def child(
     title: str,
     priority: str | None,
     channel: str | None,
+    approval: str | None,
     workspace: str | None,
     max_attempts: int | None,
     input_: Any,
@@ -1176,6 +1188,7 @@ def child(
         draft=draft,
         priority=priority,
         channel=channel,
+        approval=approval,
         workspace=workspace,
         max_attempts=max_attempts,
         input_=input_,
@@ -1534,6 +1547,8 @@ def follow_task(client: Client, task_id: str, as_json: bool) -> str:
             continue
         last = item.sequence
         click.echo(json_text(event) if as_json else timeline_line(item))
+        if item.event_type == "task.deleted":
+            return "deleted"  # nothing more will happen to it
         status = item.task.status if item.task is not None else None
         if status is None or status not in CLOSED_STATUSES:
             end = None
@@ -1559,7 +1574,8 @@ def watch(ctx: click.Context, task_id: str, as_json: bool) -> None:
     Replays the task's history first (lines as in `agh timeline`), then
     prints each new event as aghd records it. Stops once the task is
     completed, failed or canceled and its events up to then are printed:
-    exits 0 if it completed, 1 if it failed or was canceled, 130 on Ctrl-C.
+    exits 0 if it completed, 1 if it failed, was canceled or was deleted,
+    130 on Ctrl-C.
     A task that is already closed prints its history and exits. --json
     prints each stream.event notification as one JSON object per line.
 

@@ -59,13 +59,12 @@ def status_of(agh: Agh, ref: str) -> str:
     return ok_json(agh("show", ref, "--json"))["task"]["task"]["status"]  # type: ignore[no-any-return]
 
 
-def gated(daemon: ThreadDaemon, title: str) -> str:
-    """A started task waiting for manual approval (the CLI has no option for
-    approval_policy; workflows get it from their YAML)."""
-    with daemon.client() as c:
-        task = c.tasks_create(title, approval_policy="manual", start=True).task
-    assert task.status == "blocked" and task.approval_state == "pending"
-    return task.identifier
+def gated(agh: Agh, title: str, *args: str) -> str:
+    """A started task waiting for manual approval (`agh add --approval manual`)."""
+    task = add_task(agh, title, "--approval", "manual", *args)["task"]
+    assert task["status"] == "blocked" and task["approval_state"] == "pending"
+    assert task["blocking_reason"] == "awaiting approval"
+    return str(task["identifier"])
 
 
 # -- publish and start ----------------------------------------------------------------
@@ -132,7 +131,7 @@ def test_bad_start_input_is_a_usage_error(agh: Agh) -> None:
 def test_approve_queues_the_run_and_a_second_approve_conflicts(
     agh: Agh, daemon: ThreadDaemon
 ) -> None:
-    ref = gated(daemon, "ship it")
+    ref = gated(agh, "ship it")
     result = agh("approve", ref, "--comment", "looks safe")
     assert result.exit_code == 0, result.stderr
     fields = result.stdout.split()
@@ -155,7 +154,7 @@ def test_approve_json_and_a_task_that_still_waits(agh: Agh, daemon: ThreadDaemon
         ).task.identifier
     approved = ok_json(agh("approve", waiting, "--json"))
     assert approved["task"]["approval_state"] == "approved" and approved["run"] is None
-    text = agh("approve", ref := gated(daemon, "third"))
+    text = agh("approve", ref := gated(agh, "third"))
     assert text.stdout.startswith(f"{ref}  approved  ready  run ")
     assert ok_json(agh("show", waiting, "--json"))["task"]["task"]["blocking_reason"] == (
         f"waiting on {ident(first)}"
@@ -163,7 +162,7 @@ def test_approve_json_and_a_task_that_still_waits(agh: Agh, daemon: ThreadDaemon
 
 
 def test_deny_and_its_alias_reject_close_the_task(agh: Agh, daemon: ThreadDaemon) -> None:
-    denied = gated(daemon, "risky")
+    denied = gated(agh, "risky")
     result = agh("deny", denied, "--reason", "not during the freeze")
     assert result.exit_code == 0, result.stderr
     assert (
@@ -171,7 +170,7 @@ def test_deny_and_its_alias_reject_close_the_task(agh: Agh, daemon: ThreadDaemon
     )
     assert agh("deny", denied).exit_code == 1  # already rejected
 
-    rejected = gated(daemon, "also risky")
+    rejected = gated(agh, "also risky")
     as_json = ok_json(agh("reject", rejected, "--json"))
     assert as_json["task"]["status"] == "canceled"
     assert as_json["task"]["approval_state"] == "rejected"
@@ -368,7 +367,9 @@ def test_child_starts_by_default_like_add(agh: Agh) -> None:
     assert status_of(agh, quiet.stdout.strip()) == "pending"
     draft = ok_json(agh("child", ident(parent), "draft one", "--draft", "--json"))
     assert draft["task"]["status"] == "draft" and draft["run"] is None
-    assert ok_json(agh("show", ident(parent), "--json"))["task"]["summary"]["child_count"] == 4
+    held = ok_json(agh("child", ident(parent), "gated one", "--approval", "manual", "--json"))
+    assert held["task"]["approval_state"] == "pending" and held["run"] is None
+    assert ok_json(agh("show", ident(parent), "--json"))["task"]["summary"]["child_count"] == 5
 
     missing = agh("child", "T-999", "orphan")
     assert missing.exit_code == 1 and "not found" in missing.stderr

@@ -243,6 +243,19 @@ def test_watch_of_a_closed_task_replays_its_history_and_exits(
     assert canceled.stdout.splitlines()[-1].split()[2] == "task.canceled"
 
 
+def test_watch_of_a_task_deleted_meanwhile_exits_1(
+    daemon: ThreadDaemon, client: Client, spawn: Any
+) -> None:
+    task = client.tasks_create("short-lived").task
+    watcher = spawn(daemon, "watch", task.identifier)
+    assert watcher.line().split()[2] == "task.created"
+    client.tasks_delete(task.id)
+    code, rest, err = watcher.finish()
+    assert code == 1
+    assert rest.splitlines()[-1].split()[2] == "task.deleted"
+    assert f"{task.identifier} is deleted" in err
+
+
 def test_watch_resubscribes_after_an_overflow(
     make_daemon: Any, spawn: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
