@@ -26,9 +26,7 @@ def origin(kind: str | None, ref: str | None) -> p.Origin | None:
     return None if kind is None else p.Origin(kind, ref)  # type: ignore[arg-type]
 
 
-def coordination_channel(
-    run: sqlite3.Row, workspace_id: str | None = None
-) -> p.CoordinationChannel:
+def coordination_channel(run: sqlite3.Row) -> p.CoordinationChannel:
     """Every run has one coordination channel, named after the run."""
     return p.CoordinationChannel(
         allowed_message_kinds=_MESSAGE_KINDS,
@@ -39,15 +37,13 @@ def coordination_channel(
         purpose="input and questions between the task's owner and the agent holding the run",
         run_id=run["id"],
         task_id=run["task_id"],
-        workflow_id=None,
-        workspace_id=workspace_id,
+        workflow_id=run["workflow_id"],
+        workspace_id=run["workspace_id"],
     )
 
 
-def run(
-    row: sqlite3.Row, workspace_id: str | None = None, channel: p.CoordinationChannel | None = None
-) -> p.Run:
-    channel = channel or coordination_channel(row, workspace_id)
+def run(row: sqlite3.Row, channel: p.CoordinationChannel | None = None) -> p.Run:
+    channel = channel or coordination_channel(row)
     return p.Run(
         attempt=row["attempt"],
         claim_token_hash=row["claim_token_hash"],
@@ -76,10 +72,8 @@ def run(
     )
 
 
-def lease(
-    row: sqlite3.Row, workspace_id: str | None = None, channel: p.CoordinationChannel | None = None
-) -> p.Lease:
-    channel = channel or coordination_channel(row, workspace_id)
+def lease(row: sqlite3.Row, channel: p.CoordinationChannel | None = None) -> p.Lease:
+    channel = channel or coordination_channel(row)
     return p.Lease(
         claim_token_hash=row["claim_token_hash"],
         claimed_by=actor(row["claimed_by_kind"], row["claimed_by_ref"]),
@@ -95,9 +89,9 @@ def lease(
     )
 
 
-def claimed(row: sqlite3.Row, workspace_id: str | None) -> tuple[p.Run, p.Lease]:
+def claimed(row: sqlite3.Row) -> tuple[p.Run, p.Lease]:
     """The run and lease of a claim reply, sharing one coordination channel."""
-    channel = coordination_channel(row, workspace_id)
+    channel = coordination_channel(row)
     return run(row, channel=channel), lease(row, channel=channel)
 
 

@@ -214,7 +214,8 @@ def test_claim_query_picks_the_right_run(populated: sqlite3.Connection) -> None:
 
 def test_migration_5_backfills_the_run_tallies(short_dir: str) -> None:
     """Tasks' tallies of ended runs (the filtered dashboard's run totals and
-    forced stops) are counted from the runs and claims already stored."""
+    forced stops) are counted from the runs and claims already stored, and
+    runs get their task's workspace."""
     path = os.path.join(short_dir, "m4.db")
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -226,6 +227,13 @@ def test_migration_5_backfills_the_run_tallies(short_dir: str) -> None:
                 " created_at, updated_at, last_activity_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (tid, f"T-{n}", tid, "global", "high", 3, "failed", now, now, now),
             )
+        conn.execute(
+            "INSERT INTO workspaces (id, key, name, path, created_at)"
+            " VALUES ('ws_1', 'W', 'w', '/w', 0)"
+        )
+        conn.execute(
+            "UPDATE tasks SET workspace_id = 'ws_1', scope = 'workspace' WHERE id = 'task_b'"
+        )
         # task_a: completed, canceled, failed by its agent, failed by expiry
         # (last claim), failed by an operator after an earlier expiry; task_b: queued.
         runs = [
@@ -258,6 +266,9 @@ def test_migration_5_backfills_the_run_tallies(short_dir: str) -> None:
             " ORDER BY id"
         ).fetchall()
         assert [tuple(t) for t in tallies] == [("task_a", 1, 3, 1, 2), ("task_b", 0, 0, 0, 0)]
+        # Runs carry their task's workspace (for their coordination channel).
+        placed = conn.execute("SELECT id, workspace_id FROM runs WHERE id IN ('r1', 'r6')")
+        assert sorted(tuple(r) for r in placed) == [("r1", None), ("r6", "ws_1")]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert "tasks_facets" in names and "tasks_workspace_status" not in names
     finally:

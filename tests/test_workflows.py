@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from agh import errors
+from agh import protocol as p
 from agh.client import Client
 from tests.conftest import ThreadDaemon
 
@@ -244,3 +246,30 @@ def test_child_inherits_its_parents_workspace(client: Client, short_dir: str) ->
     assert child.workspace_id == parent.workspace_id and child.scope == "workspace"
     loose = client.tasks_children_create(parent.id, "global child", scope="global").task
     assert loose.workspace_id is None and loose.scope == "global"
+
+
+def test_a_step_runs_channel_names_its_workflow_in_every_reply(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    """The claim, a heartbeat, runs.get and the completion show one and the
+    same coordination channel (only its last activity moves), naming the
+    workflow and the workspace."""
+
+    def fixed(channel: p.CoordinationChannel) -> p.CoordinationChannel:
+        return msgspec.structs.replace(channel, last_activity_at=None)
+
+    composed = client.workflows_compose(PIPELINE, vars={"env": "qa"}, workspace="/w/pipeline")
+    assert composed.workflow is not None and composed.task is not None
+    client.tasks_start(composed.task.id)
+    with daemon.client(agent_name="runner") as agent:
+        claim = agent.claim_next().claim
+        assert claim is not None
+        channel = fixed(claim.run.coordination_channel)
+        assert channel.workflow_id == composed.workflow.id
+        assert channel.workspace_id == composed.task.workspace_id is not None
+        assert fixed(claim.lease.coordination_channel) == channel
+        beat = agent.heartbeat(claim.run.id, claim.claim_token).lease
+        assert fixed(beat.coordination_channel) == channel
+        assert fixed(client.runs_get(claim.run.id).run.run.coordination_channel) == channel
+        done = agent.complete(claim.run.id, claim.claim_token).lease
+        assert fixed(done.coordination_channel) == channel

@@ -52,7 +52,7 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
             require_session=params.session_id is not None,
         )
         if claimed is not None:
-            run, lease = views.claimed(claimed.run, claimed.task["workspace_id"])
+            run, lease = views.claimed(claimed.run)
             return p.ClaimNextResult(
                 claim=p.Claim(
                     coordination_channel=run.coordination_channel,

@@ -27,7 +27,7 @@ async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
     run, task, session = await ctx.daemon.read(do)
     return p.RunDetailResult(
         run=p.RunDetail(
-            run=views.run(run, task["workspace_id"]),
+            run=views.run(run),
             session=None if session is None else views.session(session),
             summary=p.RunSummaryStats(last_activity_at=views.ts(task["last_activity_at"])),
             task=views.task_summary(task),
@@ -53,7 +53,7 @@ async def claim(ctx: Context, params: p.RunsClaimParams) -> p.RunClaimResult:
         max_claims_per_session=cfg.max_claims_per_session,
         require_session=params.session_id is not None,
     )
-    run, lease = views.claimed(claimed.run, claimed.task["workspace_id"])
+    run, lease = views.claimed(claimed.run)
     return p.RunClaimResult(run=run, claim_token=token, lease=lease)
 
 

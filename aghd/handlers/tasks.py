@@ -23,7 +23,7 @@ def _detail(parts: store.DetailParts) -> p.TaskDetail:
         dependencies=[views.dependency(d) for d in parts.item.dependencies],
         dependency_references=item.dependencies,
         events=[views.event(e) for e in parts.events],
-        runs=[views.run(r, parts.item.task["workspace_id"]) for r in parts.runs],
+        runs=[views.run(r) for r in parts.runs],
         summary=item,
         task=views.task(parts.item.task),
     )
@@ -83,9 +83,8 @@ def _create(tx: Tx, ctx: Context, params: p.TasksCreateParams, parent: str | Non
 
 
 def _task_run(started: store.Started) -> p.TaskRunResult:
-    ws = started.task["workspace_id"]
     return p.TaskRunResult(
-        run=None if started.run is None else views.run(started.run, ws),
+        run=None if started.run is None else views.run(started.run),
         task=views.task(started.task),
     )
 
@@ -163,17 +162,15 @@ async def enqueue(ctx: Context, params: p.TasksStartParams) -> p.TaskRunResult:
 
 @method("tasks.runs.list", p.TasksRunsListParams)
 async def list_runs(ctx: Context, params: p.TasksRunsListParams) -> p.RunsListResult:
-    def do(tx: Tx) -> tuple[Any, list[Any]]:
+    def do(tx: Tx) -> list[Any]:
         task = store.find_task(tx, params.id)
-        return task, runs_store.list_runs(
+        return runs_store.list_runs(
             tx, task["id"], params.status, params.session_id, params.limit, params.cursor
         )
 
-    task, rows = await ctx.daemon.read(do)
+    rows = await ctx.daemon.read(do)
     rows, cursor = views.page(rows, params.limit, "id")
-    return p.RunsListResult(
-        runs=[views.run(r, task["workspace_id"]) for r in rows], next_cursor=cursor
-    )
+    return p.RunsListResult(runs=[views.run(r) for r in rows], next_cursor=cursor)
 
 
 @method("tasks.approve", p.TasksApproveParams)

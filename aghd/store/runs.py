@@ -135,7 +135,8 @@ def enqueue_run(
     run = tx.one(
         "INSERT INTO runs (id, task_id, status, attempt, max_attempts, priority_rank,"
         " network_channel, queued_at, available_at, idempotency_key, input, origin_kind,"
-        " origin_ref, created_at) VALUES (?,?,'queued',0,?,?,?,?,?,?,?,?,?,?) RETURNING *",
+        " origin_ref, created_at, workspace_id, workflow_id)"
+        " VALUES (?,?,'queued',0,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
         (
             new_id("run"),
             task["id"],
@@ -149,6 +150,8 @@ def enqueue_run(
             caller.origin_kind,
             caller.origin_ref,
             now,
+            task["workspace_id"],
+            task["workflow_id"],
         ),
     )
     assert run is not None

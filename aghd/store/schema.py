@@ -342,6 +342,14 @@ ALTER TABLE tasks ADD COLUMN runs_canceled INTEGER NOT NULL DEFAULT 0;
 -- Failed runs whose last claim ended by lease expiry or by an operator.
 ALTER TABLE tasks ADD COLUMN runs_forced INTEGER NOT NULL DEFAULT 0;
 {RUN_TALLIES};
+-- A run's coordination channel names its task's workspace and workflow;
+-- neither ever changes for a task, so each run carries them and every
+-- reply shows the same channel without reading the task.
+ALTER TABLE runs ADD COLUMN workspace_id TEXT;
+ALTER TABLE runs ADD COLUMN workflow_id TEXT;
+UPDATE runs SET
+    workspace_id = (SELECT t.workspace_id FROM tasks t WHERE t.id = runs.task_id),
+    workflow_id = (SELECT t.workflow_id FROM tasks t WHERE t.id = runs.task_id);
 DROP INDEX tasks_workspace_status;
 CREATE INDEX tasks_facets ON tasks (status, workspace_id, network_channel, owner_kind,
     owner_ref, origin_kind, scope, approval_state, runs_completed, runs_failed, runs_canceled,
