@@ -42,7 +42,7 @@ def coordination_channel(run: sqlite3.Row) -> p.CoordinationChannel:
     )
 
 
-def run(row: sqlite3.Row, channel: p.CoordinationChannel | None = None) -> p.Run:
+def run(row: sqlite3.Row, *, channel: p.CoordinationChannel | None = None) -> p.Run:
     channel = channel or coordination_channel(row)
     return p.Run(
         attempt=row["attempt"],
@@ -72,7 +72,7 @@ def run(row: sqlite3.Row, channel: p.CoordinationChannel | None = None) -> p.Run
     )
 
 
-def lease(row: sqlite3.Row, channel: p.CoordinationChannel | None = None) -> p.Lease:
+def lease(row: sqlite3.Row, *, channel: p.CoordinationChannel | None = None) -> p.Lease:
     channel = channel or coordination_channel(row)
     return p.Lease(
         claim_token_hash=row["claim_token_hash"],
@@ -187,7 +187,7 @@ def tree_node(
     row: sqlite3.Row, depth: int, active_run: sqlite3.Row | None, child_count: int
 ) -> p.TreeNode:
     return p.TreeNode(
-        active_run=None if active_run is None else run(active_run, row["workspace_id"]),
+        active_run=None if active_run is None else run(active_run),
         child_count=child_count,
         depth=depth,
         last_activity_at=ts(row["last_activity_at"]),
@@ -207,7 +207,7 @@ def task_list_item(
 ) -> p.TaskListItem:
     deps = [dependency_reference(d) for d in dependencies]
     return p.TaskListItem(
-        active_run=None if active_run is None else run(active_run, row["workspace_id"]),
+        active_run=None if active_run is None else run(active_run),
         approval_policy=row["approval_policy"],
         approval_state=row["approval_state"],
         child_count=child_count,
@@ -261,9 +261,7 @@ def timeline_item(entry: TimelineEntry) -> p.TimelineItem:
         event_type=row["event_type"],
         origin=origin(row["origin_kind"], row["origin_ref"]),
         payload=from_json(row["payload"]),
-        run=None
-        if entry.run is None
-        else run(entry.run, None if entry.task is None else entry.task["workspace_id"]),
+        run=None if entry.run is None else run(entry.run),
         sequence=row["seq"],
         task=None if entry.task is None else task_summary(entry.task),
         timestamp=ts(row["created_at"]),  # type: ignore[arg-type]
@@ -375,7 +373,7 @@ def inbox_item(row: sqlite3.Row, run_row: sqlite3.Row | None, who: p.Actor) -> p
         blocking_reason=row["blocking_reason"],
         lane=row["lane"],
         latest_activity_at=ts(row["last_activity_at"]),
-        run=None if run_row is None else run(run_row, row["workspace_id"]),
+        run=None if run_row is None else run(run_row),
         task=task_summary(row),
         triage=p.Triage(
             actor=who,
