@@ -45,9 +45,9 @@ class Subscription:
 
 def _read_batch(
     tx: Tx, filters: events_store.StreamFilter, after: int
-) -> tuple[list[events_store.TimelineEntry], int]:
+) -> tuple[list[events_store.TimelineEntry], int, events_store.StreamFilter]:
     batch = events_store.stream_batch(tx, filters, after, _BATCH)
-    return events_store.timeline_entries(tx, batch.events), batch.cursor
+    return events_store.timeline_entries(tx, batch.events), batch.cursor, batch.filters
 
 
 class Hub:
@@ -135,7 +135,7 @@ class Hub:
             # A fresh event before reading: a commit during the read wakes
             # the wait below at once.
             sub.wake = anyio.Event()
-            entries, cursor = await read(_read_batch, sub.filters, sub.cursor)
+            entries, cursor, sub.filters = await read(_read_batch, sub.filters, sub.cursor)
             for entry in entries:
                 item = views.timeline_item(entry)
                 logs = None if entry.logs is None else [views.run_log(r) for r in entry.logs]

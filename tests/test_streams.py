@@ -119,6 +119,20 @@ def test_filtered_subscription_by_channel(daemon: ThreadDaemon, client: Client) 
         assert event.timeline.task.id == wanted.id
 
 
+def test_subscription_to_a_workspace_that_does_not_exist_yet(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    """Watching a project before its first task: the workspace is created
+    with that task, and its events (the very first included) arrive."""
+    with daemon.client() as sub:
+        sub.events_subscribe(workspace="/w/fresh")
+        client.tasks_create("elsewhere", workspace="/w/other")
+        first = client.tasks_create("first here", workspace="/w/fresh", start=True).task
+        seen = [sub.next_event(timeout=5) for _ in range(2)]
+        assert [e.timeline.event_type for e in seen if e.timeline] == ["task.created", "run.queued"]
+        assert all(e.timeline and e.timeline.task and e.timeline.task.id == first.id for e in seen)
+
+
 def test_slow_subscriber_is_dropped_with_overflow(make_daemon: Any) -> None:
     daemon = make_daemon(stream_max_backlog_bytes=64 * 1024)
     hub = daemon.daemon.streams

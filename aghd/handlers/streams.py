@@ -9,7 +9,6 @@ from aghd.rpc import Context, method
 from aghd.store import events as events_store
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Tx
-from aghd.store.workspaces import find_workspace
 
 
 @method("tasks.timeline", p.TimelineParams)
@@ -39,18 +38,17 @@ async def subscribe(ctx: Context, params: p.EventsSubscribeParams) -> p.Subscrib
     """Every task's events (filterable); without ``after_sequence``, from now on."""
 
     def resolve(tx: Tx) -> tuple[events_store.StreamFilter, int]:
-        task_id = workspace_id = None
+        task_id = None
         if params.task_id is not None:
             task_id = tasks_store.find_task(tx, params.task_id)["id"]
-        if params.workspace is not None:
-            ws = find_workspace(tx, params.workspace)
-            # An unknown workspace matches nothing (its id is looked up once,
-            # at subscribe time).
-            workspace_id = ws["id"] if ws is not None else f"missing:{params.workspace}"
         after = params.after_sequence
         if after is None:
             after = events_store.last_sequence(tx)
-        filters = events_store.StreamFilter(task_id, workspace_id, params.network_channel)
+        # The workspace is looked up by the stream (again and again while it
+        # does not exist yet: its first task may come later).
+        filters = events_store.StreamFilter(
+            task_id, network_channel=params.network_channel, workspace_ref=params.workspace
+        )
         return filters, after
 
     filters, after = await ctx.daemon.read(resolve)

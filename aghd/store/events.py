@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aghd.store.db import Tx, from_json
+from aghd.store.workspaces import find_workspace
 
 
 def recent_task_events(tx: Tx, task_id: str, limit: int) -> list[sqlite3.Row]:
@@ -36,6 +37,10 @@ class StreamFilter:
     task_id: str | None = None
     workspace_id: str | None = None
     network_channel: str | None = None
+    # A workspace named before it existed (a subscriber watching a project
+    # that has no task yet): looked up again at each read until it exists,
+    # then replaced by its workspace_id. Until then nothing matches.
+    workspace_ref: str | None = None
 
 
 @dataclass(slots=True)
@@ -45,6 +50,8 @@ class StreamBatch:
     # batch was not full — the end of the log as this snapshot saw it, so
     # events the filter skipped are never scanned again.
     cursor: int
+    # The filter for the next read (its workspace resolved once it exists).
+    filters: StreamFilter
 
 
 def stream_batch(tx: Tx, filters: StreamFilter, after: int, limit: int) -> StreamBatch:
@@ -54,6 +61,13 @@ def stream_batch(tx: Tx, filters: StreamFilter, after: int, limit: int) -> Strea
     agree, so advancing to it can never skip an event committed later.
     """
     end = last_sequence(tx)
+    if filters.workspace_ref is not None:
+        # Same snapshot: a workspace created with its first task is seen
+        # together with that task's events.
+        ws = find_workspace(tx, filters.workspace_ref)
+        if ws is None:
+            return StreamBatch([], end, filters)
+        filters = replace(filters, workspace_id=ws["id"], workspace_ref=None)
     if filters.task_id is not None:
         rows = tx.all(
             "SELECT * FROM events WHERE task_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
@@ -81,7 +95,7 @@ def stream_batch(tx: Tx, filters: StreamFilter, after: int, limit: int) -> Strea
             args,
         )
     cursor = rows[-1]["seq"] if len(rows) == limit else end
-    return StreamBatch(rows, cursor)
+    return StreamBatch(rows, cursor, filters)
 
 
 @dataclass(slots=True)
