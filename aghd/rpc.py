@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -51,6 +51,10 @@ class ConnectionState:
 class Context:
     daemon: Daemon
     conn: ConnectionState
+    # Called once the reply line carrying this call's result (its batch's,
+    # for a batch) has been written: a subscription starts streaming then,
+    # so no notification can reach the client before the subscription id.
+    after_reply: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def caller(self) -> Caller:

@@ -20,6 +20,7 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -197,9 +198,12 @@ class _Connection(asyncio.Protocol):
     ) -> None:
         if hello is not None and not hello.done():
             await asyncio.wait([hello])
-        reply = await self.server.process(line, state)
+        after_reply: list[Callable[[], None]] = []
+        reply = await self.server.process(line, state, after_reply)
         if reply is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
+        for callback in after_reply:
+            callback()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -307,24 +311,32 @@ class Server:
         if self.inflight == 0:
             self._idle.set()
 
-    async def process(self, line: bytes, state: ConnectionState) -> bytes | None:
-        """One line in, the reply line out (None: nothing to send)."""
+    async def process(
+        self, line: bytes, state: ConnectionState, after_reply: list[Callable[[], None]]
+    ) -> bytes | None:
+        """One line in, the reply line out (None: nothing to send). The
+        caller writes the reply, then runs what the calls put in
+        ``after_reply``."""
         if line.lstrip()[:1] == b"[":
-            return await self._batch(line, state)
-        return await self._single(line, state)
+            return await self._batch(line, state, after_reply)
+        return await self._single(line, state, after_reply)
 
     # -- JSON-RPC -----------------------------------------------------------
 
-    async def _single(self, raw: bytes, state: ConnectionState) -> bytes | None:
+    async def _single(
+        self, raw: bytes, state: ConnectionState, after_reply: list[Callable[[], None]]
+    ) -> bytes | None:
         try:
             req = request_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             return _error_bytes(_salvage_id(raw), _invalid_request(exc))
         except _UNDECODABLE as exc:
             return _error_bytes(None, _parse_error(exc))
-        return await self._call(req, state)
+        return await self._call(req, state, after_reply)
 
-    async def _batch(self, raw: bytes, state: ConnectionState) -> bytes | None:
+    async def _batch(
+        self, raw: bytes, state: ConnectionState, after_reply: list[Callable[[], None]]
+    ) -> bytes | None:
         try:
             items = msgspec.json.decode(raw, type=list[msgspec.Raw])
         except _UNDECODABLE as exc:
@@ -346,7 +358,7 @@ class Server:
             except msgspec.ValidationError as exc:
                 replies[i] = _error_bytes(_salvage_id(item), _invalid_request(exc))
                 return
-            replies[i] = await self._call(req, state)
+            replies[i] = await self._call(req, state, after_reply)
 
         async with anyio.create_task_group() as tg:
             for i, item in enumerate(items):
@@ -356,7 +368,9 @@ class Server:
             return None
         return b"[" + b",".join(present) + b"]\n"
 
-    async def _call(self, req: Request, state: ConnectionState) -> bytes | None:
+    async def _call(
+        self, req: Request, state: ConnectionState, after_reply: list[Callable[[], None]]
+    ) -> bytes | None:
         if req.jsonrpc != "2.0":
             # Not a valid request, so not a notification either: always answered.
             bad = InvalidRequest(
@@ -373,7 +387,7 @@ class Server:
                     {"method": req.method, "hint": "see `man agh-protocol` for the method list"},
                 )
             params = decode_params(m, req.params)
-            result = await m.handler(Context(self.daemon, state), params)
+            result = await m.handler(Context(self.daemon, state, after_reply), params)
             if notification:
                 return None
             return encoder.encode(Response(id=rid, result=result)) + _NEWLINE

@@ -41,6 +41,8 @@ class Subscription:
     cursor: int
     wake: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    # Set once the reply carrying the subscription id is written.
+    replied: anyio.Event = field(default_factory=anyio.Event)
 
 
 def _read_batch(
@@ -73,11 +75,18 @@ class Hub:
             sub.wake.set()
 
     def subscribe(
-        self, conn: ConnectionState, filters: events_store.StreamFilter, after: int
+        self,
+        conn: ConnectionState,
+        filters: events_store.StreamFilter,
+        after: int,
+        after_reply: list[Callable[[], None]],
     ) -> Subscription:
+        """Start streaming to ``conn`` once the reply naming the subscription
+        is written (``after_reply``: the calling request's Context's)."""
         if self._tg is None:  # pragma: no cover - run() starts with the server
             raise RuntimeError("stream hub is not running")
         sub = Subscription(new_id("sub"), conn, filters, after)
+        after_reply.append(sub.replied.set)
         self.subs[sub.id] = sub
         self._tg.start_soon(self._pump, sub)
         return sub
@@ -124,6 +133,7 @@ class Hub:
     async def _pump(self, sub: Subscription) -> None:
         with sub.scope:
             try:
+                await sub.replied.wait()
                 await self._deliver(sub)
             finally:
                 self.subs.pop(sub.id, None)

@@ -500,3 +500,25 @@ def test_backpressured_client_gets_every_reply_once_it_reads(
     finally:
         hog.close()
         sender.join(15)
+
+
+def test_subscription_in_a_batch_streams_only_after_the_batch_reply(
+    raw: RawConn, client: Client
+) -> None:
+    """The replay would be ready long before the batch's slower write
+    commits; still, the first line is the reply that names the subscription."""
+    client.tasks_create("history", start=True)
+    raw.send(
+        _line(
+            [
+                _req("events.subscribe", {"after_sequence": 0}, id=1),
+                _req("tasks.create", {"title": "new", "start": True}, id=2),
+            ]
+        )
+    )
+    reply = raw.recv()
+    assert isinstance(reply, list), f"a notification came before the batch reply: {reply}"
+    sub = next(r["result"]["subscription"] for r in reply if r["id"] == 1)
+    first = raw.recv()
+    assert first["method"] == "stream.event" and first["params"]["subscription"] == sub
+    assert first["params"]["timeline"]["event_type"] == "task.created"

@@ -28,7 +28,7 @@ async def stream_task(ctx: Context, params: p.TaskStreamParams) -> p.SubscribeRe
     task = await ctx.daemon.read(tasks_store.find_task, params.id)
     after = params.after_sequence or 0
     sub = ctx.daemon.streams.subscribe(
-        ctx.conn, events_store.StreamFilter(task_id=task["id"]), after
+        ctx.conn, events_store.StreamFilter(task_id=task["id"]), after, ctx.after_reply
     )
     return p.SubscribeResult(subscription=sub.id, after_sequence=after)
 
@@ -52,7 +52,7 @@ async def subscribe(ctx: Context, params: p.EventsSubscribeParams) -> p.Subscrib
         return filters, after
 
     filters, after = await ctx.daemon.read(resolve)
-    sub = ctx.daemon.streams.subscribe(ctx.conn, filters, after)
+    sub = ctx.daemon.streams.subscribe(ctx.conn, filters, after, ctx.after_reply)
     return p.SubscribeResult(subscription=sub.id, after_sequence=after)
 
 
