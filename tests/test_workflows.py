@@ -114,8 +114,12 @@ def test_restarting_a_finished_workflow_runs_the_dag_afresh(
     root = composed.task.id
     with daemon.client(agent_name="runner") as agent:
         assert _work(agent, {"test": {"passed": False}}) == ["build", "test"]
-        client.tasks_start(root)
+        client.tasks_start(root, idempotency_key="second")
         assert _work(agent, {"test": {"passed": True}}) == ["build", "test", "deploy"]
+        # A retried start (its reply lost) does not run the workflow a third time.
+        again = client.tasks_start(root, idempotency_key="second")
+        assert again.task.status == "completed" and again.run is None
+        assert agent.claim_next().claim is None
     build = _steps(client, root)["build"]
     assert len(client.tasks_runs_list(build.id).runs) == 2  # new runs, same tasks
 

@@ -247,7 +247,17 @@ def start_task(
     the run it made. A workflow's root starts its whole DAG."""
     task = find_task(tx, ref)
     if task["kind"] == "workflow":
-        return Started(workflows.start(tx, caller, task, input_value), None)
+        # The root has no runs: it keeps the key of the start that ran its
+        # DAG, so a retried start does not run the workflow a second time.
+        if idempotency_key is not None and task["requested_key"] == idempotency_key:
+            return Started(task, None)
+        workflows.start(tx, caller, task, input_value)
+        root = tx.one(
+            "UPDATE tasks SET requested_key = ? WHERE id = ? RETURNING *",
+            (idempotency_key, task["id"]),
+        )
+        assert root is not None
+        return Started(root, None)
     if task["kind"] != "task":
         raise Conflict(
             f"task {task['identifier']} is a branch of a workflow; start the workflow's root "
