@@ -9,6 +9,7 @@ from a ``git worktree`` of each, interleaved, and take medians.
 
     python bench/store_cycle.py                  # global tasks
     python bench/store_cycle.py --workspace      # tasks in a workspace
+    python bench/store_cycle.py --batch 16 --synchronous FULL   # group commit's ceiling
 
 Not a test: numbers depend on the machine. Record them in docs/PERFORMANCE.md.
 """
@@ -29,44 +30,48 @@ from aghd.store.db import Caller, Tx, now_ms, open_connection  # noqa: E402
 from aghd.tokens import new_token  # noqa: E402
 
 
-def cycles_per_second(cycles: int, workspace: str | None, synchronous: str = "OFF") -> float:
-    """Claim→complete cycles per second, one transaction per operation."""
+def cycles_per_second(
+    cycles: int, workspace: str | None, synchronous: str = "OFF", batch: int = 1
+) -> float:
+    """Claim→complete cycles per second: ``batch`` claims in one transaction,
+    then their completions in another (1: a transaction per operation)."""
     with tempfile.TemporaryDirectory() as workdir:
         conn = open_connection(os.path.join(workdir, "cycle.db"), synchronous)
         caller = Caller("agent_session", "bench", "agent_session")
-
-        def txn(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-            conn.execute("BEGIN IMMEDIATE")
-            result = fn(Tx(conn, now_ms()), *args, **kwargs)
-            conn.execute("COMMIT")
-            return result
-
         new = tasks.NewTask(
             title="cycle", owner_kind="human", owner_ref="bench", origin_kind="cli",
             workspace=workspace,
         )  # fmt: skip
-
-        def create_many(tx: Tx) -> None:
-            for _ in range(cycles):
-                row = tasks.create_task(tx, caller, new)
-                tasks.start_task(tx, caller, row["id"], idempotency_key=None, input_value=None)
-
-        txn(create_many)
-        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
         for _ in range(cycles):
-            _token, token_hash = new_token()
-            claimed = txn(
-                runs.claim_next_run,
-                caller,
-                session_id=None,
-                filters=runs.ClaimFilters(),
-                lease_ms=300_000,
-                token_hash=token_hash,
-                idempotency_key=None,
-                max_claims_per_session=0,
-            )
-            txn(runs.complete_run, caller, claimed.run["id"], token_hash, None)
-        rate = cycles / (time.perf_counter() - started)
+            tx = Tx(conn, now_ms())
+            row = tasks.create_task(tx, caller, new)
+            tasks.start_task(tx, caller, row["id"], idempotency_key=None, input_value=None)
+        conn.execute("COMMIT")
+        started = time.perf_counter()
+        for _ in range(0, cycles, batch):
+            held = []
+            conn.execute("BEGIN IMMEDIATE")
+            for _ in range(batch):
+                _token, token_hash = new_token()
+                claimed = runs.claim_next_run(
+                    Tx(conn, now_ms()),
+                    caller,
+                    session_id=None,
+                    filters=runs.ClaimFilters(),
+                    lease_ms=300_000,
+                    token_hash=token_hash,
+                    idempotency_key=None,
+                    max_claims_per_session=0,
+                )
+                assert claimed is not None
+                held.append((claimed.run["id"], token_hash))
+            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            for run_id, token_hash in held:
+                runs.complete_run(Tx(conn, now_ms()), caller, run_id, token_hash, None)
+            conn.execute("COMMIT")
+        rate = cycles // batch * batch / (time.perf_counter() - started)
         conn.close()
         return rate
 
@@ -77,8 +82,13 @@ def main() -> None:
     )
     ap.add_argument("--cycles", type=int, default=2500)
     ap.add_argument("--workspace", action="store_true", help="tasks in a workspace")
+    ap.add_argument(
+        "--batch", type=int, default=1, metavar="N", help="operations per transaction [1]"
+    )
+    ap.add_argument("--synchronous", default="OFF", help="OFF (CPU only) or FULL [OFF]")
     args = ap.parse_args()
-    rate = cycles_per_second(args.cycles, "/bench/cycle" if args.workspace else None)
+    workspace = "/bench/cycle" if args.workspace else None
+    rate = cycles_per_second(args.cycles, workspace, args.synchronous, args.batch)
     print(f"{rate:.0f} cycles/s")
 
 
