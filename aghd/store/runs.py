@@ -239,10 +239,13 @@ def _take(
     """Move one queued run to claimed under a new claim row and event."""
     now = tx.now
     lease_until = now + lease_ms
+    # ended_at is left out on purpose: a queued run never has one, and
+    # naming it would make SQLite rewrite the run's runs_one_open_per_task
+    # entry on every claim.
     run = tx.one(
         "UPDATE runs SET status = 'claimed', attempt = attempt + 1, claimed_at = ?,"
         " heartbeat_at = ?, lease_until = ?, claim_token_hash = ?, claimed_by_kind = ?,"
-        " claimed_by_ref = ?, session_id = ?, started_at = NULL, ended_at = NULL, error = NULL"
+        " claimed_by_ref = ?, session_id = ?, started_at = NULL, error = NULL"
         " WHERE id = ? AND status = 'queued' RETURNING *",
         (
             now,
