@@ -199,11 +199,16 @@ class _Connection(asyncio.Protocol):
         if hello is not None and not hello.done():
             await asyncio.wait([hello])
         after_reply: list[Callable[[], None]] = []
-        reply = await self.server.process(line, state, after_reply)
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(reply)
-        for callback in after_reply:
-            callback()
+        try:
+            reply = await self.server.process(line, state, after_reply)
+            transport = self.transport
+            if reply is not None and transport is not None and not transport.is_closing():
+                transport.write(reply)
+        finally:
+            # Also when the request was cancelled: a subscription made by it
+            # then starts, finds its connection gone and ends.
+            for callback in after_reply:
+                callback()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
