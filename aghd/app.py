@@ -61,7 +61,12 @@ class Daemon:
         self.stopping = anyio.Event()
         self.stop_requested = anyio.Event()
         self.backoff = runs_store.Backoff(config.retry_backoff_base_ms, config.retry_backoff_cap_ms)
-        self.committer = Committer(config.db_path, config.synchronous, on_commit=self._on_commit)
+        self.committer = Committer(
+            config.db_path,
+            config.synchronous,
+            on_commit=self._on_commit,
+            readers=config.read_connections,
+        )
         self.scheduler = Scheduler(
             self.committer.read, self.committer.write, self.work, config.reaper_max_sleep_s
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -57,11 +58,18 @@ class Committer:
         synchronous: str = "FULL",
         on_commit: Callable[[Committed], None] | None = None,
         max_batch: int = 256,
+        readers: int = 2,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.writer: sqlite3.Connection = open_connection(path, synchronous)
-        self.reader: sqlite3.Connection = open_connection(path, synchronous)
+        # Reads run side by side on their own connections (WAL snapshots), so
+        # a long one (a dashboard of a big hub) does not hold up the short
+        # ones and the stream pumps behind it.
+        self.readers = [open_connection(path, synchronous) for _ in range(readers)]
+        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        for conn in self.readers:
+            self._idle_readers.put(conn)
         self.on_commit = on_commit
         self.max_batch = max_batch
         self._pending: list[_Job] = []
@@ -70,7 +78,7 @@ class Committer:
         # daemon's CPU at 16 agents (see docs/PERFORMANCE.md).
         self._wake = asyncio.Event()
         self._write_limiter = anyio.CapacityLimiter(1)
-        self._read_limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(readers)
         self._closing = False
         self.batches = 0
         self.jobs = 0
@@ -152,7 +160,8 @@ class Committer:
             self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             log.warning("WAL checkpoint at shutdown failed", exc_info=True)
-        self.reader.close()
+        for conn in self.readers:
+            conn.close()
         self.writer.close()
 
     # -- on the writer thread ----------------------------------------------
@@ -229,16 +238,20 @@ class Committer:
         return Committed()
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn = self.reader
-        conn.execute("BEGIN")
+        # The limiter admits at most len(self.readers) reads: one is idle.
+        conn = self._idle_readers.get_nowait()
         try:
-            return fn(Tx(conn, now_ms()), *args)
-        except AghError:
-            raise
-        except Exception as exc:
-            raise _internal(exc) from exc
+            conn.execute("BEGIN")
+            try:
+                return fn(Tx(conn, now_ms()), *args)
+            except AghError:
+                raise
+            except Exception as exc:
+                raise _internal(exc) from exc
+            finally:
+                conn.execute("COMMIT")
         finally:
-            conn.execute("COMMIT")
+            self._idle_readers.put(conn)
 
 
 class _JobFailed(Exception):

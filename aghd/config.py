@@ -32,6 +32,8 @@ class Config:
     # Seconds to let in-flight requests finish on SIGTERM.
     shutdown_grace_s: float = 10.0
     use_uvloop: bool = True
+    # Read connections (and threads) serving reads side by side.
+    read_connections: int = 2
     # Streams (PROTOCOL §7): a keepalive when nothing else was sent for this
     # long; a subscriber whose unsent notifications exceed the byte limit is
     # dropped with "overflow" instead of growing the daemon's memory.

@@ -23,6 +23,7 @@ TUNABLE = (
     "stale_after_ms",
     "latency_window_ms",
     "shutdown_grace_s",
+    "read_connections",
 )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from typing import Any
 
 import anyio
 import pytest
@@ -85,3 +87,36 @@ async def test_job_failing_before_any_write_does_not_rerun_the_batch(short_dir: 
     assert "x" in outcomes and "y" in outcomes
     assert any(isinstance(o, Conflict) for o in outcomes)
     assert committer.reruns == 0
+
+
+@pytest.mark.anyio
+async def test_a_long_read_does_not_hold_up_another(short_dir: str) -> None:
+    """Two read connections: while one read is stuck (a big dashboard),
+    another read is answered."""
+    committer = Committer(os.path.join(short_dir, "reads.db"), readers=2)
+    release = threading.Event()
+    order: list[str] = []
+
+    def long_read(tx: Tx) -> str:
+        assert release.wait(10), "the short read never got through"
+        return "long"
+
+    def short_read(tx: Tx) -> str:
+        order.append("short")
+        release.set()
+        return str(tx.scalar("SELECT count(*) FROM meta"))
+
+    async def read(fn: Any) -> None:
+        order.append(await committer.read(fn))
+
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read, long_read)
+                await anyio.sleep(0.05)  # the long read holds a connection
+                tg.start_soon(read, short_read)
+    finally:
+        committer.shutdown()
+    # The short read ran while the long one held its connection (with one
+    # connection it would wait for it, and the long read waits for it).
+    assert order[0] == "short" and sorted(order[1:]) == ["1", "long"]
