@@ -10,6 +10,7 @@ from typing import Any
 from conftest import RawConn, ThreadDaemon
 
 from agh import errors
+from agh import protocol as p
 from agh.client import Client
 
 N_RUNS = 2000
@@ -123,6 +124,14 @@ def test_many_agents_complete_every_run_exactly_once(daemon: ThreadDaemon) -> No
             run = c.runs_get(rid).run.run
             assert run.status == "completed" and run.attempt == 1
             assert run.result is not None and run.result["by"].startswith("agent-")
+        # The dashboard agrees, both from the run indexes (unfiltered) and
+        # from the per-task tallies the completions kept (filtered).
+        for board in (
+            c.call("observe.dashboard", {}, p.DashboardResult).dashboard,
+            c.call("observe.dashboard", {"scope": "global"}, p.DashboardResult).dashboard,
+        ):
+            assert (board.totals.completed_tasks, board.totals.completed_runs) == (N_RUNS, N_RUNS)
+            assert board.totals.runs_total == N_RUNS and board.queue.total == 0
 
 
 def test_racing_runs_claim_exactly_one_wins(daemon: ThreadDaemon) -> None:
