@@ -69,24 +69,16 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
-from agh.protocol import PRIORITY_RANK
+from agh.protocol import PRIORITY_RANK, RunStatus, TaskStatus
 from aghd.store.db import Tx
 from aghd.store.tasks import find_task
 from aghd.store.workspaces import find_workspace
 
-TASK_STATUSES = (
-    "draft",
-    "pending",
-    "blocked",
-    "ready",
-    "in_progress",
-    "completed",
-    "failed",
-    "canceled",
-)
-RUN_STATUSES = ("queued", "claimed", "starting", "running", "completed", "failed", "canceled")
+# In the protocol's order (the dashboard's status_breakdown follows it).
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 LANES = ("my_work", "approvals", "failed_runs", "blocked", "archived")
 _SEVERITY = {"ok": 0, "warning": 1, "critical": 2}
 # A queue backlog is critical past this many times the warning threshold.
