@@ -14,7 +14,11 @@ raised; a missing, unreachable or unresponsive daemon is
 from __future__ import annotations
 
 import itertools
+import os
+import select
 import socket
+import struct
+import time
 from typing import Any, TypeVar
 
 import msgspec
@@ -27,6 +31,27 @@ R = TypeVar("R")
 
 
 _encoder = msgspec.json.Encoder()
+_PEERCRED = struct.Struct("3i")
+# connect() on a Unix socket fails with EAGAIN while the daemon's accept
+# backlog is full (a burst of clients): retry for this long before giving up.
+_CONNECT_RETRY_S = 2.0
+
+
+def expected_daemon_uid() -> int:
+    """The uid aghd must run as: ``$AGH_DAEMON_UID`` (to reach another user's
+    daemon that allows you with ``--allow-uid``), else your own."""
+    env = os.environ.get("AGH_DAEMON_UID")
+    return int(env) if env and env.strip().isdigit() else os.getuid()
+
+
+def impostor_message(path: str, uid: int, expected: int) -> str:
+    """The socket is served by another user: never talk to it."""
+    return (
+        f"the socket {path} is served by uid {uid}, not by uid {expected}: another user may "
+        "be impersonating aghd, so nothing was sent. Check the socket path (--socket, "
+        "AGH_SOCKET) and its directory; set AGH_DAEMON_UID only to reach another user's "
+        "daemon on purpose."
+    )
 
 
 def unreachable_message(path: str, reason: str) -> str:
@@ -78,6 +103,7 @@ class Client:
         self.notifications: list[Any] = []
         self.session: p.Session | None = None
         self._sock = self._connect()
+        self._hello: dict[str, Any] | None = None
         if agent_name or session_id or origin_kind:
             origin = p.Origin(origin_kind or "agent_session")  # type: ignore[arg-type]
             self.session = self.hello(
@@ -92,7 +118,7 @@ class Client:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(self.socket_path)
+            self._connect_retrying(sock)
         except FileNotFoundError:
             sock.close()
             raise DaemonUnreachable(unreachable_message(self.socket_path, "no socket")) from None
@@ -108,7 +134,27 @@ class Client:
             # The daemon's accept backlog is full, or it never accepted in time.
             sock.close()
             raise DaemonUnreachable(no_answer_message(self.socket_path, self.timeout)) from None
+        # Whoever could replace the socket file must not receive our claim
+        # tokens: the server must be the user we expect (SO_PEERCRED).
+        _pid, uid, _gid = _PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+        expected = expected_daemon_uid()
+        if uid != expected:
+            sock.close()
+            raise DaemonUnreachable(impostor_message(self.socket_path, uid, expected))
         return sock
+
+    def _connect_retrying(self, sock: socket.socket) -> None:
+        deadline = time.monotonic() + _CONNECT_RETRY_S
+        while True:
+            try:
+                sock.connect(self.socket_path)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
         self._sock.close()
@@ -129,6 +175,8 @@ class Client:
         payload = params if isinstance(params, msgspec.Raw) else params or {}
         data = _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": payload})
         wait = timeout if timeout is not None else self.timeout
+        if not self._buffer:
+            self._reconnect_if_closed()
         self._sock.settimeout(wait)
         try:
             self._sock.sendall(data + b"\n")
@@ -172,7 +220,34 @@ class Client:
     # -- sessions and server ----------------------------------------------------
 
     def hello(self, **fields: Any) -> p.HelloResult:
-        return self.call("session.hello", p.HelloParams(**fields), p.HelloResult)
+        result = self.call("session.hello", p.HelloParams(**fields), p.HelloResult)
+        # Kept to bind a new connection to the same session after aghd
+        # closed this one for being idle.
+        self._hello = {**fields, "session_id": result.session.session_id}
+        self.session = result.session
+        return result
+
+    def _reconnect_if_closed(self) -> None:
+        """aghd closes connections idle past its timeout. If ours was closed
+        while we were not using it (EOF waiting, nothing else), connect again
+        before sending: no request was lost, since none was in flight."""
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        if not readable:
+            return
+        try:
+            pending = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            pending = b""
+        if pending:
+            return  # a notification waits to be read: the connection is alive
+        self._sock.close()
+        self._buffer = b""
+        self._sock = self._connect()
+        if self._hello is not None:
+            params = p.HelloParams(**self._hello)
+            self.session = self.call("session.hello", params, p.HelloResult).session
 
     def sessions_list(self, **fields: Any) -> p.SessionsListResult:
         return self.call("sessions.list", p.SessionsListParams(**fields), p.SessionsListResult)
@@ -263,7 +338,10 @@ class Client:
 
     def next_event(self, timeout: float | None = None) -> p.StreamEvent:
         """The next ``stream.event`` notification (buffered ones first).
-        Raises TimeoutError when none arrives within ``timeout`` seconds."""
+
+        Raises TimeoutError when none arrives within ``timeout`` seconds, and
+        the daemon's error (an ``AghError``) when a subscription ended on one.
+        """
         while not self.notifications:
             self._sock.settimeout(timeout)
             try:
@@ -272,7 +350,10 @@ class Client:
                 self._sock.settimeout(self.timeout)
             if reply.method == "stream.event":
                 self.notifications.append(reply.params)
-        return msgspec.convert(self.notifications.pop(0), p.StreamEvent)
+        event = msgspec.convert(self.notifications.pop(0), p.StreamEvent)
+        if event.type == "error":
+            raise AghError.from_wire(event.error)
+        return event
 
     def agent_log(self, run_id: str, claim_token: str, lines: list[Any]) -> p.AgentLogResult:
         params = msgspec.convert(

@@ -40,7 +40,12 @@ SessionState = Literal["connected", "disconnected"]
 PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 ACTIVE_RUN_STATUSES = ("claimed", "starting", "running")
 
-# Bounded values used by several params.
+# Bounded values used by several params. Every integer a client sends has an
+# upper bound: SQLite stores 64-bit integers, so anything larger must fail
+# decoding (-32602 naming the field), not deep in the store (a test walks
+# every params struct to keep this true).
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Meta(ge=-(2**63), le=INT64_MAX)]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
 LeaseMs = Annotated[int, Meta(ge=1000, le=86_400_000)]
 WaitMs = Annotated[int, Meta(ge=0, le=60_000)]
@@ -448,7 +453,8 @@ class WorkflowsComposeParams(Params, kw_only=True):
     yaml: Annotated[str, Meta(min_length=1, max_length=1_000_000)]
     vars: dict[str, Any] = {}
     dry_run: bool = False
-    # A workflow (wf_… id, or its root task's id or identifier) to replace.
+    # A workflow (wf_… id, or its root task's id or identifier) to give this
+    # file as its next version; steps that have run keep their tasks and runs.
     update: NonEmpty | None = None
     # The workspace (path, id or key) of a new workflow's tasks.
     workspace: str | None = None
@@ -623,6 +629,13 @@ class ComposeResult(Shape, kw_only=True):
     plan: WorkflowPlan
     workflow: Workflow | None = None
     task: Task | None = None
+    # With ``update`` (a dry run too): full ids of the steps that have run and
+    # keep their tasks, status, runs, results, logs and events; of those among
+    # them whose definition changed; and of the steps left out of the file,
+    # which never ran and whose tasks are deleted.
+    kept_steps: list[str] = []
+    changed_steps: list[str] = []
+    removed_steps: list[str] = []
 
 
 class RunResult(Shape, kw_only=True):
@@ -659,7 +672,7 @@ class EmptyResult(Shape, kw_only=True):
 # -- timeline, streams, run logs and messages (PROTOCOL §5, §7) ---------------
 
 LogLevel = Literal["debug", "info", "warn", "error"]
-SeqNo = Annotated[int, Meta(ge=0)]
+SeqNo = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 
 
 class TimelineItem(Shape, kw_only=True):
@@ -712,7 +725,7 @@ class SubscriptionCancelParams(Params, kw_only=True):
 class LogLine(Params, kw_only=True):
     level: LogLevel = "info"
     message: Annotated[str, Meta(max_length=65_536)]
-    step: int | None = None
+    step: Int64 | None = None
     metadata: Any = None
 
 
@@ -743,8 +756,8 @@ class RunsLogsParams(Params, kw_only=True):
 
     id: NonEmpty
     level: LogLevel | None = None
-    step: int | None = None
-    after: Annotated[int, Meta(ge=0)] = 0
+    step: Int64 | None = None
+    after: SeqNo = 0
     limit: Limit = 100
 
 
@@ -791,7 +804,7 @@ class MessageResult(Shape, kw_only=True):
 class AgentMessagesParams(Params, kw_only=True):
     run_id: NonEmpty
     claim_token: NonEmpty
-    after: Annotated[int, Meta(ge=0)] = 0
+    after: SeqNo = 0
     limit: Limit = 100
 
 
@@ -802,14 +815,17 @@ class MessagesResult(Shape, kw_only=True):
 
 class StreamEvent(Shape, kw_only=True):
     """``stream.event`` notification params. ``type`` is ``timeline``,
-    ``keepalive`` or ``overflow``; ``logs`` carries the lines of a
+    ``keepalive``, ``overflow`` or (agh addition) ``error``: the subscription
+    ended because the daemon could not read its events; ``error`` is the
+    JSON-RPC error object saying why. ``logs`` carries the lines of a
     ``run.log`` event while they are retained."""
 
     subscription: str
-    type: Literal["timeline", "keepalive", "overflow"]
+    type: Literal["timeline", "keepalive", "overflow", "error"]
     sequence: int
     timeline: TimelineItem | None = None
     logs: list[RunLog] | None = None
+    error: Any = None
 
 
 # -- observability: dashboard, inbox, triage (PROTOCOL §5) ---------------------

@@ -9,14 +9,13 @@ lifecycle — lock, recover, bind, serve, drain on SIGTERM, clean up.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
+import resource
 import signal
 import sqlite3
 import stat
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -24,29 +23,19 @@ import anyio.abc
 import aghd.handlers  # noqa: F401  (registers every method)
 from agh import __version__
 from agh.errors import AghError
+from aghd import files
 from aghd.committer import Committer
 from aghd.config import Config
+from aghd.files import StartupError
 from aghd.rpc import ConnectionState
 from aghd.scheduler import Scheduler, WorkSignal
 from aghd.server import Server
 from aghd.store import runs as runs_store
 from aghd.store import sessions as sessions_store
-from aghd.store.db import DAEMON, Caller, Committed, Tx, now_ms
+from aghd.store.db import DAEMON, Caller, Committed, Tx, now_ms, storage_error
 from aghd.streams import Hub
 
 log = logging.getLogger("aghd")
-
-
-class StartupError(AghError):
-    """aghd cannot start with these paths; the message says why and what to do."""
-
-    kind = "startup"
-
-
-class AlreadyRunning(StartupError):
-    """Another aghd holds the lock on this socket or database."""
-
-    kind = "already_running"
 
 
 class Daemon:
@@ -66,11 +55,12 @@ class Daemon:
             config.synchronous,
             on_commit=self._on_commit,
             readers=config.read_connections,
+            busy_timeout_ms=config.busy_timeout_ms,
         )
         self.scheduler = Scheduler(
             self.committer.read, self.committer.write, self.work, config.reaper_max_sleep_s
         )
-        self.server = Server(self)
+        self.server = Server(self, config.max_connections or _connection_budget())
         self.streams = Hub(
             self.committer.read, config.stream_keepalive_s, config.stream_max_backlog_bytes
         )
@@ -143,51 +133,49 @@ class Daemon:
 # -- lifecycle -----------------------------------------------------------------
 
 
-def _lock(path: str) -> IO[str]:
-    """Take a non-blocking exclusive flock on ``path``; AlreadyRunning if held."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise AlreadyRunning(
-            f"another aghd (pid {holder}) is already running with lock {path}; "
-            "stop it first (`systemctl --user stop aghd` or kill that pid), "
-            "or pick other paths with --socket/--db",
-            {"lock": path, "pid": holder},
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+# Descriptors kept for the database connections, the listener, locks and the
+# event loop; the rest of the limit is for client connections.
+_RESERVED_FDS = 64
+_MAX_AUTO_CONNECTIONS = 4096
 
 
-def acquire_locks(config: Config) -> list[IO[str]]:
-    """Lock the socket and the database before touching either."""
-    paths = [config.socket_path + ".lock", config.db_path + ".lock"]
-    locks: list[IO[str]] = []
+def _connection_budget() -> int:
+    """Raise the soft descriptor limit to the hard one (as daemons do) and
+    return how many client connections fit in it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return max(8, min(_MAX_AUTO_CONNECTIONS, soft - _RESERVED_FDS))
+
+
+def acquire_locks(config: Config) -> list[int]:
+    """Check the socket directory, then lock the socket and the database
+    before touching either; return the descriptors to close at the very end
+    (the database's last: see aghd/files.py)."""
+    fds: list[int] = []
     try:
-        for path in dict.fromkeys(paths):
-            locks.append(_lock(path))
+        files.private_socket_dir(config.socket_path)
+        lock_path = config.socket_path + ".lock"
+        fds.append(files.open_private(lock_path, "socket lock"))
+        files.lock(fds[-1], config.socket_path, "socket")
+        files.write_pid(fds[-1])
+        fds.append(files.open_private(config.db_path, "database"))
+        files.lock(fds[-1], config.db_path, "database")
+        files.tighten_side_files(config.db_path)
     except BaseException:
-        for handle in locks:
-            handle.close()
+        for fd in fds:
+            os.close(fd)
         raise
-    return locks
+    return fds
 
 
 async def _bind(socket_path: str) -> anyio.abc.SocketListener:
-    directory = os.path.dirname(socket_path) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o700)
     if os.path.lexists(socket_path):
-        # We hold the lock, so no live daemon owns this: a crashed one left it.
+        # We hold the lock in a directory only we can write, so no live
+        # daemon owns this: a crashed one left it.
         if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
             raise StartupError(
                 f"{socket_path} exists and is not a socket; remove it or choose --socket",
@@ -206,6 +194,33 @@ async def _bind(socket_path: str) -> anyio.abc.SocketListener:
         ) from None
     finally:
         os.umask(old)
+
+
+def _open(config: Config) -> Daemon:
+    """Open and migrate the database, and refuse one that is damaged."""
+    try:
+        daemon = Daemon(config)
+    except sqlite3.Error as exc:
+        raise StartupError(
+            f"cannot open {config.db_path}: " + storage_error(exc, config.db_path).message,
+            {"db": config.db_path},
+        ) from None
+    except (RuntimeError, OSError) as exc:
+        raise StartupError(
+            f"cannot open the database {config.db_path}: {exc}", {"db": config.db_path}
+        ) from None
+    if config.integrity_check:
+        problems = daemon.committer.check()
+        if problems:
+            daemon.committer.shutdown()
+            raise StartupError(
+                f"the database {config.db_path} is damaged ({'; '.join(problems)}); "
+                "aghd will not serve it. Keep a copy of the file, then recover it "
+                f"(`sqlite3 {config.db_path} .recover | sqlite3 recovered.db`) and start "
+                "aghd with --db recovered.db, or restore a backup",
+                {"db": config.db_path, "problems": problems},
+            )
+    return daemon
 
 
 def _recover(tx: Tx) -> int:
@@ -239,12 +254,7 @@ async def serve(
     daemon: Daemon | None = None
     bound = False  # only a socket we bound is ours to remove
     try:
-        try:
-            daemon = Daemon(config)
-        except (RuntimeError, sqlite3.Error, OSError) as exc:
-            raise StartupError(
-                f"cannot open the database {config.db_path}: {exc}", {"db": config.db_path}
-            ) from None
+        daemon = _open(config)
         recovered = daemon.committer.write_sync(_recover)
         if recovered:
             log.info("recovered %d run(s) whose lease ran out while aghd was down", recovered)
@@ -277,6 +287,6 @@ async def serve(
         if bound:
             with contextlib.suppress(OSError):
                 os.unlink(config.socket_path)
-        for handle in locks:
-            handle.close()
+        for fd in locks:  # the database's last, after SQLite closed it
+            os.close(fd)
         log.info("aghd stopped")

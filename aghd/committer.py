@@ -21,21 +21,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import queue
 import sqlite3
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from agh.errors import AghError, Busy, InternalError
-from aghd.store.db import Committed, Tx, now_ms, open_connection
+from agh.errors import AghError, Busy, InternalError, InvalidParams
+from aghd.store.db import (
+    Committed,
+    Tx,
+    integrity_problems,
+    now_ms,
+    open_connection,
+    storage_error,
+)
 
 log = logging.getLogger("aghd.committer")
 
 T = TypeVar("T")
+
+
+class ReadGate(Protocol):
+    """Whether the caller can take a read's result now (its connection is
+    sending what it has), and how to wait until it can."""
+
+    def is_open(self) -> bool: ...
+
+    async def wait_open(self) -> None: ...
+
+
+# Set by the server in each request's task. A read does not *start* while its
+# connection has unsent replies above the write buffer's high-water mark:
+# however many reads a client pipelines without reading the answers, at most
+# one result per read connection is produced ahead of what it takes, so its
+# memory in the daemon stays bounded.
+read_gate: contextvars.ContextVar[ReadGate | None] = contextvars.ContextVar(
+    "read_gate", default=None
+)
 
 
 class _Job:
@@ -59,14 +86,15 @@ class Committer:
         on_commit: Callable[[Committed], None] | None = None,
         max_batch: int = 256,
         readers: int = 2,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
-        self.writer: sqlite3.Connection = open_connection(path, synchronous)
+        self.writer: sqlite3.Connection = open_connection(path, synchronous, busy_timeout_ms)
         # Reads run side by side on their own connections (WAL snapshots), so
         # a long one (a dashboard of a big hub) does not hold up the short
         # ones and the stream pumps behind it.
-        self.readers = [open_connection(path, synchronous) for _ in range(readers)]
+        self.readers = [open_connection(path, synchronous, busy_timeout_ms) for _ in range(readers)]
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         for conn in self.readers:
             self._idle_readers.put(conn)
@@ -79,6 +107,8 @@ class Committer:
         self._wake = asyncio.Event()
         self._write_limiter = anyio.CapacityLimiter(1)
         self._read_limiter = anyio.CapacityLimiter(readers)
+        # Threads for the reads the limiter above admitted (never more).
+        self._thread_limiter = anyio.CapacityLimiter(readers)
         self._closing = False
         self.batches = 0
         self.jobs = 0
@@ -90,7 +120,9 @@ class Committer:
         """Run ``fn(tx, *args)`` in the next group commit; return after COMMIT.
 
         Raises whatever ``fn`` raised (its work rolled back), ``Busy`` while
-        shutting down, ``InternalError`` if the commit itself failed.
+        shutting down or when the database cannot take the write now (locked
+        by another program, disk full), ``InternalError`` for a damaged
+        database or a bug.
         """
         if self._closing:
             raise Busy("aghd is shutting down; retry against the restarted daemon")
@@ -104,10 +136,19 @@ class Committer:
         return job.result  # type: ignore[no-any-return]
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(tx, *args)`` on the read connection (no write allowed)."""
-        return await anyio.to_thread.run_sync(
-            self._run_read, fn, args, limiter=self._read_limiter, abandon_on_cancel=False
-        )
+        """Run ``fn(tx, *args)`` on a read connection (no write allowed),
+        once the calling request's ``read_gate`` is open."""
+        gate = read_gate.get()
+        while True:
+            if gate is not None and not gate.is_open():
+                await gate.wait_open()
+            async with self._read_limiter:
+                # Checked again with a read connection in hand: many requests
+                # may have queued for one while the gate was open.
+                if gate is None or gate.is_open():
+                    return await anyio.to_thread.run_sync(
+                        self._run_read, fn, args, limiter=self._thread_limiter
+                    )
 
     def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one job in its own transaction on the calling thread.
@@ -149,6 +190,11 @@ class Committer:
             if self._closing:
                 return
 
+    def check(self) -> list[str]:
+        """The database's structural problems, [] when sound (start-up only:
+        it reads every page)."""
+        return integrity_problems(self.writer)
+
     def close(self) -> None:
         """Refuse new writes; ``run()`` returns after the queued ones commit."""
         self._closing = True
@@ -176,9 +222,18 @@ class Committer:
         again with a savepoint per job, so only that job's work is undone.
         """
         try:
-            effects = self._execute(batch, isolate=False)
-        except _JobFailed:
-            effects = self._execute(batch, isolate=True)
+            try:
+                effects = self._execute(batch, isolate=False)
+            except _JobFailed:
+                effects = self._execute(batch, isolate=True)
+        except sqlite3.Error as exc:
+            # A SAVEPOINT, ROLLBACK or RELEASE itself failed (an I/O error, a
+            # damaged page): nothing of this batch is committed, every job
+            # gets the error, and the loop goes on with the next batch.
+            if self.writer.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.writer.execute("ROLLBACK")
+            return self._fail_all(batch, exc)
         # None: BEGIN or COMMIT failed and every job carries that error.
         return Committed() if effects is None else effects
 
@@ -201,7 +256,7 @@ class Committer:
                 if not isolate and conn.total_changes == changes and conn.in_transaction:
                     # Failed before writing anything (a wrong token, a state
                     # conflict): nothing to undo, the batch goes on.
-                    job.error = exc if isinstance(exc, AghError) else _internal(exc)
+                    job.error = self._error(exc)
                     continue
                 # A statement-level I/O error may already have rolled the whole
                 # transaction back: roll back only what is still open.
@@ -215,7 +270,7 @@ class Committer:
                     return None
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
-                job.error = exc if isinstance(exc, AghError) else _internal(exc)
+                job.error = self._error(exc)
                 continue
             if isolate:
                 conn.execute("RELEASE job")
@@ -230,11 +285,11 @@ class Committer:
         return effects
 
     def _fail_all(self, batch: list[_Job], exc: BaseException) -> Committed:
-        log.error("commit failed: %s", exc)
+        err = self._error(exc)  # logged once for the batch
         for job in batch:
             if job.error is None:
                 job.result = None
-                job.error = _write_failed(exc)
+                job.error = type(err)(err.message, dict(err.details))
         return Committed()
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
@@ -242,34 +297,35 @@ class Committer:
         conn = self._idle_readers.get_nowait()
         try:
             conn.execute("BEGIN")
-            try:
-                return fn(Tx(conn, now_ms()), *args)
-            except AghError:
-                raise
-            except Exception as exc:
-                raise _internal(exc) from exc
-            finally:
-                conn.execute("COMMIT")
+            return fn(Tx(conn, now_ms()), *args)
+        except AghError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, writing=False) from exc
         finally:
+            # A read writes nothing: ending it can only release its snapshot.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             self._idle_readers.put(conn)
+
+    def _error(self, exc: BaseException, *, writing: bool = True) -> AghError:
+        """The wire error for what a job (or BEGIN/COMMIT) raised."""
+        if isinstance(exc, AghError):
+            return exc
+        if isinstance(exc, sqlite3.Error):
+            err = storage_error(exc, self.path, writing=writing)
+            log.error("database error: %s", err.message)
+            return err
+        if isinstance(exc, OverflowError):
+            # A value too big for SQLite that the params' bounds let through.
+            return InvalidParams(
+                f"a number in the request is out of range: {exc}",
+                {"hint": "integers must lie between -2^63 and 2^63-1"},
+            )
+        log.error("store job failed", exc_info=exc)
+        return InternalError.from_exception(exc)
 
 
 class _JobFailed(Exception):
     """A job raised in a batch run without savepoints: re-run with them."""
-
-
-def _internal(exc: BaseException) -> AghError:
-    if isinstance(exc, sqlite3.OperationalError):
-        # Disk full, I/O error, database locked by another program: not a bug.
-        log.error("database error: %s", exc)
-        return _write_failed(exc)
-    log.error("store job failed", exc_info=exc)
-    return InternalError.from_exception(exc)
-
-
-def _write_failed(exc: BaseException) -> InternalError:
-    return InternalError(
-        f"the database write failed and was not saved: {exc}; "
-        "check disk space and permissions of the database, then retry",
-        {"error": str(exc)},
-    )

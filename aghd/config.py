@@ -17,14 +17,31 @@ class Config:
     db_path: str = field(default_factory=default_db_path)
     # FULL: a commit is on disk before the reply leaves (PROTOCOL §8).
     synchronous: str = "FULL"
+    # Check the database's structure (PRAGMA quick_check) before serving it:
+    # a damaged file is refused at start rather than failing requests later.
+    integrity_check: bool = True
+    # How long a write waits for another program's lock on the database
+    # before the client gets ``busy``.
+    busy_timeout_ms: int = 5000
     default_lease_ms: int = 300_000
     default_max_attempts: int = 1
     retry_backoff_base_ms: int = 1_000
     retry_backoff_cap_ms: int = 300_000
     max_claims_per_session: int = 1
     max_line_bytes: int = 1 << 20
-    # Requests one connection may have in flight before we stop reading it.
+    # Requests one connection may have in flight before we stop reading it,
+    # and the bytes of their request lines (one request is always admitted).
     max_inflight_per_connection: int = 256
+    max_inflight_bytes_per_connection: int = 4 << 20
+    # Open connections at most (0: from the descriptor limit, at most 4096).
+    # At the limit the longest-idle one is closed; with none idle, refused.
+    max_connections: int = 0
+    # A connection with nothing in flight and no subscription is closed after
+    # this long (the client reconnects on its next call).
+    idle_timeout_s: float = 600.0
+    # A connection whose replies sit unsent (the client reads none) this long
+    # is cut off and its buffered output dropped.
+    write_stall_timeout_s: float = 60.0
     # uids besides our own that may connect (SO_PEERCRED).
     allowed_uids: tuple[int, ...] = ()
     # The reaper never sleeps longer than this, as a safety net.

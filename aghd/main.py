@@ -24,6 +24,10 @@ TUNABLE = (
     "latency_window_ms",
     "shutdown_grace_s",
     "read_connections",
+    "busy_timeout_ms",
+    "max_connections",
+    "idle_timeout_s",
+    "write_stall_timeout_s",
 )
 
 
@@ -113,6 +117,13 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
     help="Set a tuning value (repeatable): " + ", ".join(TUNABLE) + ".",
 )
 @click.option(
+    "--integrity-check/--no-integrity-check",
+    default=True,
+    show_default=True,
+    help="Check the database file's structure before serving it (refuse a damaged one); "
+    "--no-integrity-check only to read what is left of a damaged database.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -129,6 +140,7 @@ def main(
     max_claims_per_session: int,
     allowed_uids: tuple[int, ...],
     settings: tuple[str, ...],
+    integrity_check: bool,
     log_level: str,
 ) -> None:
     """Run the agh daemon in the foreground until SIGTERM.
@@ -141,7 +153,8 @@ def main(
     import anyio
 
     from agh.paths import default_db_path, default_socket_path
-    from aghd.app import AlreadyRunning, StartupError, serve
+    from aghd.app import serve
+    from aghd.files import AlreadyRunning, StartupError
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -158,6 +171,7 @@ def main(
         retry_backoff_cap_ms=backoff_cap_ms,
         max_claims_per_session=max_claims_per_session,
         allowed_uids=allowed_uids,
+        integrity_check=integrity_check,
     )
     for name, value in _parse_settings(settings).items():
         setattr(config, name, value)

@@ -29,7 +29,16 @@ Handler = Callable[["Context", Any], Awaitable[Any]]
 class ConnectionState:
     """What a connection has told us about itself (hello), and its peer."""
 
-    __slots__ = ("backlog", "caller", "closed", "peer_uid", "session_id", "user", "write")
+    __slots__ = (
+        "backlog",
+        "caller",
+        "closed",
+        "peer_uid",
+        "session_id",
+        "subscriptions",
+        "user",
+        "write",
+    )
 
     def __init__(self, peer_uid: int, user: str) -> None:
         self.peer_uid = peer_uid
@@ -42,6 +51,8 @@ class ConnectionState:
         # notifications), and how many bytes wait unsent in its buffer.
         self.write: Callable[[bytes], None] | None = None
         self.backlog: Callable[[], int] | None = None
+        # Ids of this connection's live subscriptions (kept by the stream hub).
+        self.subscriptions: set[str] = set()
 
     def mark_closed(self) -> None:
         self.closed.set()

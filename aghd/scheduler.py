@@ -73,6 +73,11 @@ class Scheduler:
             except AghError as exc:
                 log.error("scheduler: %s; retrying in %.0f s", exc.message, _RETRY_S)
                 await anyio.sleep(_RETRY_S)
+            except Exception:
+                # A bug here must not end the daemon (this runs in its task
+                # group): log it and keep reaping.
+                log.exception("scheduler step failed; retrying in %.0f s", _RETRY_S)
+                await anyio.sleep(_RETRY_S)
 
     async def _step(self) -> None:
         while True:

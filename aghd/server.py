@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import pwd
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from agh.errors import (
     ParseError,
 )
 from agh.protocol import Request, Response, UnsetType, any_decoder, encoder, request_decoder
+from aghd.committer import read_gate
 from aghd.rpc import REGISTRY, ConnectionState, Context, decode_params
 
 if TYPE_CHECKING:
@@ -52,16 +54,58 @@ _NEWLINE = b"\n"
 # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8.
 _UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError)
 
+# JSON nested deeper than this is refused before decoding. msgspec recurses
+# on the C stack and gives up (RecursionError) near Python's recursion limit,
+# which depends on how deep the caller already is; a value accepted here must
+# also encode and decode again wherever the daemon later reads it.
+MAX_DEPTH = 128
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPEN = frozenset(b"[{")
+_TOP_ID = re.compile(rb'[{,]\s*"id"\s*:\s*(-?\d+|"[^"\\]*(?:\\.[^"\\]*)*")')
+
 
 def _error_bytes(req_id: Any, exc: AghError) -> bytes:
     return encoder.encode(Response(id=req_id, error=exc.to_wire())) + _NEWLINE
+
+
+def too_deep(line: bytes) -> bool:
+    """Whether the JSON on ``line`` nests more than MAX_DEPTH arrays/objects.
+
+    Brackets inside strings do not count. Cheap for ordinary requests (two
+    counts); a line with many brackets costs one pass over them.
+    """
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", line).translate(None, _NOT_BRACKETS):
+        if byte in _OPEN:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _salvage_deep_id(line: bytes) -> Any:
+    """The top-level id of a request too deep to decode, found as text."""
+    for match in _TOP_ID.finditer(line):
+        prefix = _JSON_STRING.sub(b"", line[: match.start() + 1])
+        if prefix.count(b"{") + prefix.count(b"[") - prefix.count(b"}") - prefix.count(b"]") == 1:
+            try:
+                rid = any_decoder.decode(match.group(1))
+            except _UNDECODABLE:
+                return None
+            return rid if isinstance(rid, (int, str)) else None
+    return None
 
 
 def _salvage_id(raw: bytes) -> Any:
     """The id of a request that failed validation, if it has a usable one."""
     try:
         obj = any_decoder.decode(raw)
-    except _UNDECODABLE:
+    except (*_UNDECODABLE, RecursionError):
         return None
     if isinstance(obj, dict):
         rid = obj.get("id")
@@ -76,6 +120,12 @@ class _Connection(asyncio.Protocol):
     A Protocol, not an anyio stream: anyio's per-receive and per-task
     machinery cost ~70% of the daemon's CPU at 16 agents (measured with
     py-spy, docs/PERFORMANCE.md); the rest of the daemon stays on anyio.
+
+    Memory per connection is bounded three ways: requests in flight (count
+    and bytes), unsent replies (reading stops above the write buffer's
+    high-water mark, and reads wait to start: the connection is the
+    committer's ``read_gate``), and time (a connection whose replies stay
+    unsent for ``write_stall_timeout_s`` is cut off).
     """
 
     def __init__(self, server: Server) -> None:
@@ -83,9 +133,17 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.state: ConnectionState | None = None
         self.buffer = bytearray()
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Request tasks in flight -> the size of their request line.
+        self.tasks: dict[asyncio.Task[None], int] = {}
+        self.inflight_bytes = 0
         self.reading = True
         self.writable = True
+        self.lost = False
+        self._can_send = asyncio.Event()
+        self._can_send.set()
+        # Since when replies wait unsent above the high-water mark.
+        self.paused_since: float | None = None
+        self.last_active = asyncio.get_running_loop().time()
         # The latest session.hello in flight: later requests wait for it.
         self.hello: asyncio.Task[None] | None = None
         self.stopped = False  # no more requests will be read
@@ -99,25 +157,34 @@ class _Connection(asyncio.Protocol):
         if peer is None:
             tr.abort()
             return
+        if not self.server.admit(self):
+            return
         self.state = ConnectionState(*peer)
         self.state.write = self._write
         self.state.backlog = tr.get_write_buffer_size
-        self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.stopped or self.state is None:
             return
+        self.last_active = asyncio.get_running_loop().time()
         self.buffer += data
         self._drain_lines()
 
+    def _admits_more(self) -> bool:
+        """Room for one more request in flight (always for the first one)."""
+        config = self.server.config
+        return not self.tasks or (
+            len(self.tasks) < config.max_inflight_per_connection
+            and self.inflight_bytes < config.max_inflight_bytes_per_connection
+        )
+
     def _drain_lines(self) -> None:
-        """Start requests for complete lines, up to the in-flight limit; the
+        """Start requests for complete lines, up to the in-flight limits; the
         rest wait in the buffer (and reading pauses) until requests finish."""
         buf = self.buffer
         max_line = self.server.config.max_line_bytes
-        limit = self.server.config.max_inflight_per_connection
         start = 0
-        while len(self.tasks) < limit and not self.stopped:
+        while self._admits_more() and not self.stopped:
             end = buf.find(b"\n", start)
             if end < 0:
                 break
@@ -133,6 +200,20 @@ class _Connection(asyncio.Protocol):
             return self._too_long(max_line)
         self._update_reading()
 
+    # -- read_gate (aghd.committer) -----------------------------------------
+
+    def is_open(self) -> bool:
+        return self.writable and not self.lost
+
+    async def wait_open(self) -> None:
+        await self._can_send.wait()
+        if self.lost:
+            raise Busy("the client closed its connection", {"hint": "nothing to do"})
+
+    def idle(self) -> bool:
+        """Nothing in flight and nothing streaming: safe to close."""
+        return not self.tasks and (self.state is None or not self.state.subscriptions)
+
     def eof_received(self) -> bool:
         # Half-closed: the client sends no more, but replies still go out.
         self.stop_reading()
@@ -142,6 +223,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_reading()
         self.writable = False
+        self.lost = True
+        self._can_send.set()  # gated reads wake up and give up
         self.server.connections.discard(self)
         if self.state is not None:
             state = self.state
@@ -150,12 +233,17 @@ class _Connection(asyncio.Protocol):
             task.add_done_callback(self.server.background.discard)
 
     def pause_writing(self) -> None:
-        # The client is not reading its replies: stop reading its requests.
+        # The client is not reading its replies: stop reading its requests,
+        # and let no read of its start until it does.
         self.writable = False
+        self._can_send.clear()
+        self.paused_since = asyncio.get_running_loop().time()
         self._update_reading()
 
     def resume_writing(self) -> None:
         self.writable = True
+        self._can_send.set()
+        self.paused_since = None
         self._update_reading()
 
     # -- ours -----------------------------------------------------------------
@@ -187,7 +275,8 @@ class _Connection(asyncio.Protocol):
         assert self.state is not None
         self.server.begin()
         task = asyncio.get_running_loop().create_task(self._handle(line, self.state, self.hello))
-        self.tasks.add(task)
+        self.tasks[task] = len(line)
+        self.inflight_bytes += len(line)
         task.add_done_callback(self._done)
         if b'"session.hello"' in line:
             # Requests pipelined behind a hello must run as its session.
@@ -196,11 +285,18 @@ class _Connection(asyncio.Protocol):
     async def _handle(
         self, line: bytes, state: ConnectionState, hello: asyncio.Task[None] | None
     ) -> None:
+        read_gate.set(self)
         if hello is not None and not hello.done():
             await asyncio.wait([hello])
         after_reply: list[Callable[[], None]] = []
         try:
-            reply = await self.server.process(line, state, after_reply)
+            try:
+                reply = await self.server.process(line, state, after_reply)
+            except Exception as exc:
+                # process() answers every failure it knows; anything else is
+                # a bug, and the client still gets a reply, never silence.
+                log.exception("request failed outside any method")
+                reply = _error_bytes(_salvage_id(line), InternalError.from_exception(exc))
             transport = self.transport
             if reply is not None and transport is not None and not transport.is_closing():
                 transport.write(reply)
@@ -211,7 +307,8 @@ class _Connection(asyncio.Protocol):
                 callback()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
+        self.inflight_bytes -= self.tasks.pop(task, 0)
+        self.last_active = asyncio.get_running_loop().time()
         self.server.end()
         if not task.cancelled() and task.exception() is not None:
             log.error("request task failed", exc_info=task.exception())
@@ -225,8 +322,7 @@ class _Connection(asyncio.Protocol):
     def _update_reading(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        limit = self.server.config.max_inflight_per_connection
-        want = not self.stopped and self.writable and len(self.tasks) < limit
+        want = not self.stopped and self.writable and self._admits_more()
         if want and not self.reading:
             self.transport.resume_reading()
         elif not want and self.reading:
@@ -250,9 +346,10 @@ class _Connection(asyncio.Protocol):
 
 
 class Server:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, max_connections: int) -> None:
         self.daemon = daemon
         self.config = daemon.config
+        self.max_connections = max_connections
         self.inflight = 0
         self.connections: set[_Connection] = set()
         self.background: set[asyncio.Task[None]] = set()
@@ -266,9 +363,15 @@ class Server:
         """Serve the socket anyio bound (mode 0600, behind our lock) until cancelled."""
         sock: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+        # A deep accept queue: a burst of clients connecting at once waits
+        # there instead of failing connect() with EAGAIN.
+        self._server = await loop.create_unix_server(
+            lambda: _Connection(self), sock=sock, backlog=socket.SOMAXCONN
+        )
         try:
-            await anyio.sleep_forever()
+            while True:
+                await anyio.sleep(self._sweep_interval())
+                self.sweep(loop.time())
         finally:
             self._server.close()
             # close() (not abort) so replies already written still reach
@@ -283,6 +386,63 @@ class Server:
             for conn in list(self.connections):
                 if conn.transport is not None:
                     conn.transport.abort()
+
+    # -- connection limits --------------------------------------------------
+
+    def admit(self, conn: _Connection) -> bool:
+        """Take a new connection, or answer it ``busy`` and close it.
+
+        At the limit the connection idle the longest (nothing in flight,
+        nothing streaming) is closed to make room, so idle clients cannot
+        lock out working ones; with none idle the newcomer is refused.
+        """
+        if len(self.connections) >= self.max_connections:
+            idle = [c for c in self.connections if c.idle()]
+            if not idle:
+                log.warning("refused a connection: %d open, none idle", len(self.connections))
+                refusal = Busy(
+                    f"aghd has {len(self.connections)} connections open, its limit, and none "
+                    "is idle; retry shortly, or raise it with `aghd --set max_connections=N`",
+                    {"max_connections": self.max_connections, "hint": "retry later"},
+                )
+                assert conn.transport is not None
+                conn.transport.write(_error_bytes(None, refusal))
+                conn.transport.close()
+                return False
+            oldest = min(idle, key=lambda c: c.last_active)
+            log.info("connection limit reached: closing the longest-idle connection")
+            self._close(oldest)
+        self.connections.add(conn)
+        return True
+
+    def _sweep_interval(self) -> float:
+        shortest = min(self.config.idle_timeout_s, self.config.write_stall_timeout_s)
+        return min(max(shortest / 4, 0.05), 30.0)
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle past ``idle_timeout_s``; cut off those whose
+        replies have sat unsent past ``write_stall_timeout_s`` (their buffered
+        output is dropped: that is the memory being freed)."""
+        for conn in list(self.connections):
+            if conn.paused_since is not None and (
+                now - conn.paused_since > self.config.write_stall_timeout_s
+            ):
+                log.warning(
+                    "closing a connection that read none of its replies for %.0f s",
+                    now - conn.paused_since,
+                )
+                self.connections.discard(conn)
+                if conn.transport is not None:
+                    conn.transport.abort()
+            elif conn.idle() and now - conn.last_active > self.config.idle_timeout_s:
+                log.info("closing a connection idle for %.0f s", now - conn.last_active)
+                self._close(conn)
+
+    def _close(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+        conn.stop_reading()
+        if conn.transport is not None:
+            conn.transport.close()
 
     def stop_accepting(self) -> None:
         """Close the listener and stop reading new requests on every connection."""
@@ -322,6 +482,12 @@ class Server:
         """One line in, the reply line out (None: nothing to send). The
         caller writes the reply, then runs what the calls put in
         ``after_reply``."""
+        if too_deep(line):
+            deep = InvalidRequest(
+                f"JSON nested more than {MAX_DEPTH} levels deep",
+                {"max_depth": MAX_DEPTH, "hint": "flatten the request's values"},
+            )
+            return _error_bytes(_salvage_deep_id(line), deep)
         if line.lstrip()[:1] == b"[":
             return await self._batch(line, state, after_reply)
         return await self._single(line, state, after_reply)

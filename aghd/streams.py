@@ -22,8 +22,9 @@ import anyio
 import anyio.abc
 
 from agh import protocol as p
-from agh.errors import NotFound
+from agh.errors import AghError, InternalError, NotFound
 from aghd import views
+from aghd.committer import read_gate
 from aghd.rpc import ConnectionState
 from aghd.store import events as events_store
 from aghd.store.db import Tx, new_id
@@ -31,6 +32,9 @@ from aghd.store.db import Tx, new_id
 log = logging.getLogger("aghd.streams")
 
 _BATCH = 256
+# Notifications subject to the backlog limit; "overflow" and "error" are
+# final and always go out.
+_DROPPABLE = ("timeline", "keepalive")
 
 
 @dataclass(eq=False, slots=True)
@@ -88,6 +92,7 @@ class Hub:
         sub = Subscription(new_id("sub"), conn, filters, after)
         after_reply.append(sub.replied.set)
         self.subs[sub.id] = sub
+        conn.subscriptions.add(sub.id)
         self._tg.start_soon(self._pump, sub)
         return sub
 
@@ -109,6 +114,7 @@ class Hub:
 
     def _end(self, sub: Subscription) -> None:
         self.subs.pop(sub.id, None)
+        sub.conn.subscriptions.discard(sub.id)
         sub.scope.cancel()
 
     # -- delivery ------------------------------------------------------------------
@@ -119,7 +125,7 @@ class Hub:
         conn = sub.conn
         if conn.closed.is_set() or conn.write is None or conn.backlog is None:
             return False
-        if event.type != "overflow" and conn.backlog() > self.max_backlog:
+        if event.type in _DROPPABLE and conn.backlog() > self.max_backlog:
             log.info("subscription %s overflowed at sequence %d; dropped", sub.id, sub.cursor)
             self._send(
                 sub, p.StreamEvent(subscription=sub.id, type="overflow", sequence=sub.cursor)
@@ -131,12 +137,27 @@ class Hub:
         return True
 
     async def _pump(self, sub: Subscription) -> None:
+        # This task inherited the subscribing request's context: its reads
+        # are paced by the overflow rule, not by that request's read gate.
+        read_gate.set(None)
         with sub.scope:
             try:
                 await sub.replied.wait()
                 await self._deliver(sub)
+            except Exception as exc:
+                # Whatever goes wrong inside one subscription (an unreadable
+                # page of the events table, a value SQLite cannot bind, a bug)
+                # ends that subscription, with a last notification saying why,
+                # and never the daemon: this task runs in the daemon's group.
+                err = exc if isinstance(exc, AghError) else InternalError.from_exception(exc)
+                log.error("subscription %s ended at sequence %d: %s", sub.id, sub.cursor, err)
+                final = p.StreamEvent(
+                    subscription=sub.id, type="error", sequence=sub.cursor, error=err.to_wire()
+                )
+                self._send(sub, final)
             finally:
                 self.subs.pop(sub.id, None)
+                sub.conn.subscriptions.discard(sub.id)
 
     async def _deliver(self, sub: Subscription) -> None:
         read = self._read

@@ -66,10 +66,14 @@ def test_runs_claim_same_key_fresh_token(client: Client) -> None:
     assert second.run.id == first.run.id == run.id
     assert second.run.attempt == first.run.attempt == 1
     assert second.claim_token != first.claim_token
+    # The replaced token is an earlier token of this run: lease_lost (PROTOCOL
+    # §6), so its holder stops; a token never handed out stays forbidden.
+    for call in (client.heartbeat, client.complete):
+        with pytest.raises(errors.LeaseLost) as lost:
+            call(run.id, first.claim_token)
+        assert lost.value.details["reason"] == "replaced"
     with pytest.raises(errors.Forbidden):
-        client.heartbeat(run.id, first.claim_token)
-    with pytest.raises(errors.Forbidden):
-        client.complete(run.id, first.claim_token)
+        client.heartbeat(run.id, "not-a-token-of-this-run")
     assert client.heartbeat(run.id, second.claim_token).lease.status == "running"
     assert client.complete(run.id, second.claim_token).lease.status == "completed"
     # Still one claim of the run, never two.
@@ -96,12 +100,16 @@ def test_claim_next_same_key_same_session(daemon: ThreadDaemon, client: Client) 
         assert first.run.id == second.run.id == run.id
         assert second.claim_token != first.claim_token
         assert second.run.attempt == 1
-        with pytest.raises(errors.Forbidden):
+        with pytest.raises(errors.LeaseLost) as lost:
             agent.heartbeat(run.id, first.claim_token)
+        assert lost.value.details["reason"] == "replaced"
         assert agent.heartbeat(run.id, second.claim_token).lease.status == "running"
+        # Even after the run ended, the replaced token is still "lost".
+        assert agent.complete(run.id, second.claim_token).lease.status == "completed"
+        with pytest.raises(errors.LeaseLost):
+            agent.complete(run.id, first.claim_token)
         # The other run was not touched by the replay.
         assert client.runs_get(other.id).run.run.status == "queued"
-        assert agent.complete(run.id, second.claim_token).lease.status == "completed"
 
 
 def test_claim_next_key_from_other_session_is_independent(

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from agh.errors import AghError, Busy, InternalError
 from aghd.store.schema import migrate
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -29,7 +30,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def open_connection(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
+def open_connection(
+    path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000
+) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the database at ``path``.
 
     ``isolation_level=None`` hands transaction control to us: every write
@@ -44,11 +47,79 @@ def open_connection(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
+    # How long a statement waits for another program's lock before SQLITE_BUSY
+    # (which the client gets as a retryable ``busy``).
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     # Keep the WAL from growing without bound between checkpoints.
     conn.execute("PRAGMA journal_size_limit=67108864")
     migrate(conn)
     return conn
+
+
+def integrity_problems(conn: sqlite3.Connection, most: int = 5) -> list[str]:
+    """What ``PRAGMA quick_check`` finds wrong (at most ``most``); [] when ok.
+
+    quick_check reads every page and checks the b-trees' structure, not that
+    indexes match their tables: linear in the file's size and several times
+    faster than integrity_check.
+    """
+    try:
+        rows = conn.execute(f"PRAGMA quick_check({int(most)})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    found = [str(row[0]) for row in rows]
+    return [] if found == ["ok"] else found
+
+
+# -- what SQLite's errors mean to a client ------------------------------------
+
+# Primary result codes (https://sqlite.org/rescode.html).
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+
+
+def storage_error(exc: sqlite3.Error, path: str, *, writing: bool = True) -> AghError:
+    """The client-facing error for a failed SQLite call on the database ``path``.
+
+    Conditions outside aghd that pass (another program holding the write
+    lock, a full disk, a read-only file, an I/O error) are ``busy``: nothing
+    was saved and the same request is safe to retry once they are fixed. A
+    damaged file is an internal error that says so and what to do; anything
+    else is a bug.
+    """
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    unsaved = "nothing was saved; " if writing else ""
+    details: dict[str, object] = {"db": path, "error": str(exc)}
+    if code in (_BUSY, _LOCKED):
+        return Busy(
+            f"the database {path} is locked by another program; {unsaved}retry, and if it "
+            f"persists find the program holding it with `fuser {path}`",
+            {**details, "cause": "locked", "hint": "retry later"},
+        )
+    if code == _FULL:
+        return Busy(
+            f"the disk holding {path} is full; {unsaved}free some space there, then retry "
+            "(aghd goes on by itself once there is room)",
+            {**details, "cause": "disk_full", "hint": "free disk space, then retry"},
+        )
+    if code in (_READONLY, _CANTOPEN):
+        return Busy(
+            f"aghd cannot write {path} ({exc}); {unsaved}check that the file and its "
+            "directory exist and are writable by this user, then retry",
+            {**details, "cause": "not_writable", "hint": "fix the permissions, then retry"},
+        )
+    if code == _IOERR:
+        return Busy(
+            f"I/O error on {path} ({exc}); {unsaved}check the disk (`dmesg`), then retry",
+            {**details, "cause": "io_error", "hint": "check the disk, then retry"},
+        )
+    if code in (_CORRUPT, _NOTADB):
+        return InternalError(
+            f"the database {path} is damaged ({exc}); stop aghd, keep a copy of the file, "
+            f"then recover it (`sqlite3 {path} .recover | sqlite3 recovered.db`) "
+            "or restore a backup",
+            {**details, "cause": "corrupt", "hint": "recover or restore the database"},
+        )
+    return InternalError.from_exception(exc)
 
 
 # -- ids --------------------------------------------------------------------

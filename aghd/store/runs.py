@@ -215,6 +215,11 @@ def _replay_claim(tx: Tx, scope: str, key: str, token_hash: str) -> Claimed | No
             "claim again with a new key",
             {"run_id": row["run_id"], "end_reason": row["end_reason"]},
         )
+    tx.execute(
+        "INSERT INTO replaced_tokens (claim_id, token_hash, replaced_at)"
+        " SELECT id, token_hash, ? FROM claims WHERE id = ?",
+        (tx.now, row["claim_id"]),
+    )
     tx.execute("UPDATE claims SET token_hash = ? WHERE id = ?", (token_hash, row["claim_id"]))
     run = tx.one(
         "UPDATE runs SET claim_token_hash = ? WHERE id = ? RETURNING *", (token_hash, row["run_id"])
@@ -444,6 +449,12 @@ def fenced(tx: Tx, run_id: str, token_hash: str, replay_reason: str | None = Non
         ),
         None,
     )
+    if claim is None and _was_replaced(tx, run_id, token_hash):
+        raise LeaseLost(
+            f"lease on run {run_id} was lost (replaced: a retried claim with the same "
+            "idempotency_key handed out a new token); stop working on it with this token",
+            {"run_id": run_id, "reason": "replaced", "status": run["status"]},
+        )
     if claim is None:
         raise Forbidden(
             f"claim_token does not match any claim of run {run_id}",
@@ -458,6 +469,18 @@ def fenced(tx: Tx, run_id: str, token_hash: str, replay_reason: str | None = Non
     raise LeaseLost(
         f"lease on run {run_id} was lost ({reason}); stop working on it",
         {"run_id": run_id, "reason": reason, "status": run["status"]},
+    )
+
+
+def _was_replaced(tx: Tx, run_id: str, token_hash: str) -> bool:
+    """Whether ``token_hash`` was a token of this run that a claim replay replaced."""
+    return any(
+        hmac.compare_digest(r["token_hash"], token_hash)
+        for r in tx.all(
+            "SELECT t.token_hash FROM replaced_tokens t JOIN claims c ON c.id = t.claim_id"
+            " WHERE c.run_id = ?",
+            (run_id,),
+        )
     )
 
 

@@ -359,7 +359,19 @@ CREATE INDEX tasks_facets ON tasks (status, workspace_id, network_channel, owner
     runs_forced, id) WHERE status != 'in_progress';
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5]
+# Migration 6: tokens an idempotent claim retry replaced. The retry hands out
+# a fresh token for the same claim; the one it replaces must keep meaning
+# "your lease is gone" (lease_lost), not "that is nobody's token" (forbidden).
+_M6 = """
+CREATE TABLE replaced_tokens (
+    claim_id    INTEGER NOT NULL REFERENCES claims(id) ON DELETE CASCADE,
+    token_hash  TEXT NOT NULL,
+    replaced_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX replaced_tokens_claim ON replaced_tokens (claim_id);
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6]
 LATEST = len(MIGRATIONS)
 
 
