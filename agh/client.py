@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
 import socket
 import struct
 import time
@@ -106,13 +105,17 @@ class Client:
         self._hello: dict[str, Any] | None = None
         if agent_name or session_id or origin_kind:
             origin = p.Origin(origin_kind or "agent_session")  # type: ignore[arg-type]
-            self.session = self.hello(
-                agent_name=agent_name,
-                session_id=session_id,
-                channel=channel,
-                workspace=workspace,
-                origin=origin,
-            ).session
+            try:
+                self.session = self.hello(
+                    agent_name=agent_name,
+                    session_id=session_id,
+                    channel=channel,
+                    workspace=workspace,
+                    origin=origin,
+                ).session
+            except BaseException:
+                self._sock.close()
+                raise
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -231,15 +234,17 @@ class Client:
         """aghd closes connections idle past its timeout. If ours was closed
         while we were not using it (EOF waiting, nothing else), connect again
         before sending: no request was lost, since none was in flight."""
-        readable, _, _ = select.select([self._sock], [], [], 0)
-        if not readable:
-            return
+        # Non-blocking for this one peek: with a timeout set, Python would
+        # first wait for data (the whole timeout) before trying the recv.
+        self._sock.setblocking(False)
         try:
-            pending = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            pending = self._sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
-            return
+            return  # nothing waiting: the connection is open
         except OSError:
-            pending = b""
+            pending = b""  # reset by the peer: closed all the same
+        finally:
+            self._sock.settimeout(self.timeout)
         if pending:
             return  # a notification waits to be read: the connection is alive
         self._sock.close()
