@@ -1281,8 +1281,9 @@ def parse_vars(ctx: click.Context, param: click.Parameter, values: Sequence[str]
 @click.option(
     "--update",
     metavar="ID",
-    help="Replace the steps of this workflow (wf_… id, or its root task) instead of "
-    "creating one; refused while a step has an open run.",
+    help="Make the file the next version of this workflow (wf_… id, or its root task) "
+    "instead of creating one. Steps that have run keep their tasks, runs, results and "
+    "logs; refused while a step has an open run, or if a step that ran is left out.",
 )
 @click.option("--start", "start_", is_flag=True, help="Start the workflow right away.")
 @click.option(

@@ -1,6 +1,10 @@
 """workflows.compose against a real daemon: the kt-style pipeline (build →
 test → conditional deploy) as a dry run and for real with the condition true
-and false, restart, update, branches and errors with positions."""
+and false, restart, update, branches and errors with positions.
+
+Updates get their own section: a new version of the definition must never
+destroy finished work (step tasks that ran keep their runs, results, logs and
+events, or the update is refused, dry run included)."""
 
 from __future__ import annotations
 
@@ -277,3 +281,303 @@ def test_a_step_runs_channel_names_its_workflow_in_every_reply(
         assert fixed(client.runs_get(claim.run.id).run.run.coordination_channel) == channel
         done = agent.complete(claim.run.id, claim.claim_token).lease
         assert fixed(done.coordination_channel) == channel
+
+
+# -- update: a new version never destroys finished work ----------------------------
+
+# The next version of PIPELINE: build's inputs changed, test and deploy as
+# they were, and a new notify step after deploy.
+PIPELINE_V2 = PIPELINE.replace(
+    'target: "{{ var.env }}"\n  - id: test', 'target: "{{ var.env }}-eu"\n  - id: test'
+) + (
+    """\
+  - id: notify
+    depends_on: [deploy]
+"""
+)
+
+
+def _run_logging(agent: Client, results: dict[str, Any]) -> list[str]:
+    """Like ``_work``, and each run logs a line before it completes."""
+    order = []
+    while (claim := agent.claim_next().claim) is not None:
+        step = claim.run.input["step"]
+        order.append(step)
+        agent.agent_log(claim.run.id, claim.claim_token, [{"message": f"{step} ran"}])
+        agent.complete(claim.run.id, claim.claim_token, result=results.get(step))
+    return order
+
+
+def _record(client: Client, task_id: str) -> dict[str, Any]:
+    """What must survive an update: the task, its runs with their results,
+    their logs, and the task's events."""
+    task = client.tasks_get(task_id).task.task
+    runs = client.tasks_runs_list(task_id).runs
+    return {
+        "identifier": task.identifier,
+        "status": task.status,
+        "runs": [(r.id, r.status, r.result, r.input) for r in runs],
+        "logs": {r.id: [line.message for line in client.runs_logs(r.id).logs] for r in runs},
+        "events": [e.event_id for e in client.tasks_timeline(task_id, limit=1000).timeline],
+    }
+
+
+def _finished_pipeline(
+    daemon: ThreadDaemon, client: Client
+) -> tuple[p.ComposeResult, dict[str, tuple[str, dict[str, Any]]]]:
+    """PIPELINE run to completion, every run logging; each step's task id and
+    ``_record``."""
+    composed = client.workflows_compose(PIPELINE, vars={"env": "prod"}, start=True)
+    assert composed.task is not None and composed.workflow is not None
+    with daemon.client(agent_name="runner") as agent:
+        assert _run_logging(agent, {"test": {"passed": True}}) == ["build", "test", "deploy"]
+    assert client.tasks_get(composed.task.id).task.task.status == "completed"
+    steps = _steps(client, composed.task.id)
+    return composed, {k: (s.id, _record(client, s.id)) for k, s in steps.items()}
+
+
+def test_update_after_a_run_keeps_every_step_with_its_runs_logs_and_events(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    composed, before = _finished_pipeline(daemon, client)
+    assert composed.task is not None and composed.workflow is not None
+    root = composed.task.id
+    assert all(rec["logs"] and rec["runs"] for _, rec in before.values())
+
+    updated = client.workflows_compose(PIPELINE_V2, vars={"env": "prod"}, update=root)
+    assert updated.workflow is not None and updated.task is not None
+    assert updated.workflow.id == composed.workflow.id and updated.workflow.version == 2
+    after = _steps(client, root)
+    assert set(after) == {"build", "test", "deploy", "notify"}
+    assert after["notify"].status == "pending"
+    for step, (task_id, rec) in before.items():
+        assert after[step].id == task_id  # the same task, not a copy
+        now = _record(client, task_id)
+        assert now["identifier"] == rec["identifier"] and now["status"] == "completed"
+        assert now["runs"] == rec["runs"] and now["logs"] == rec["logs"]
+        assert now["events"][: len(rec["events"])] == rec["events"]
+    # The reply says what was kept and what changed.
+    assert updated.kept_steps == ["build", "test", "deploy"]
+    assert updated.changed_steps == ["build"]
+    assert updated.removed_steps == []
+    # The new version has a step that never ran, so the root is pending again:
+    # said by the reply and by an event, not silently.
+    assert updated.task.status == "pending"
+    root_events = client.tasks_timeline(root, limit=1000).timeline
+    changes = [e.payload for e in root_events if e.event_type == "task.status_changed"]
+    assert changes[-1]["from"] == "completed" and changes[-1]["to"] == "pending"
+    (event,) = [e for e in root_events if e.event_type == "workflow.updated"]
+    assert event.payload["kept_steps"] == ["build", "test", "deploy"]
+    # The changed step says so on its own timeline.
+    build_events = client.tasks_timeline(before["build"][0], limit=1000).timeline
+    assert build_events[-1].event_type == "task.updated"
+    assert build_events[-1].payload == {"fields": ["step_spec"], "workflow_version": 2}
+
+    # Starting the new version adds runs to the same tasks, with the new inputs.
+    client.tasks_start(root)
+    with daemon.client(agent_name="runner") as agent:
+        order = _run_logging(agent, {"test": {"passed": True}})
+    assert order == ["build", "test", "deploy", "notify"]
+    build_runs = client.tasks_runs_list(before["build"][0]).runs
+    assert len(build_runs) == 2
+    assert {r.input["inputs"]["target"] for r in build_runs} == {"prod", "prod-eu"}
+    assert client.tasks_get(root).task.task.status == "completed"
+
+
+def test_update_of_a_finished_workflow_keeps_it_completed(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    """Only definitions change (no new step): the root stays completed, with
+    no status change in its log."""
+    composed, before = _finished_pipeline(daemon, client)
+    assert composed.task is not None
+    root = composed.task.id
+    events_before = len(client.tasks_timeline(root, limit=1000).timeline)
+    renamed = PIPELINE.replace("name: Deploy Pipeline", "name: Deploy Pipeline v2")
+    updated = client.workflows_compose(renamed, vars={"env": "prod"}, update=root)
+    assert updated.task is not None and updated.task.status == "completed"
+    assert updated.task.title == "Deploy Pipeline v2"
+    assert updated.kept_steps == ["build", "test", "deploy"] and updated.changed_steps == []
+    new_events = client.tasks_timeline(root, limit=1000).timeline[events_before:]
+    assert [e.event_type for e in new_events] == ["workflow.updated"]
+    for step, (task_id, rec) in before.items():
+        assert _record(client, task_id) == rec, step  # not even an event added
+
+
+def test_update_refuses_to_drop_a_step_that_ran_and_writes_nothing(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    composed, before = _finished_pipeline(daemon, client)
+    assert composed.task is not None and composed.workflow is not None
+    root = composed.task
+    without_deploy = PIPELINE.split("  - id: deploy")[0]
+    for dry_run in (True, False):  # a dry run refuses exactly as the update would
+        with pytest.raises(errors.Conflict) as refused:
+            client.workflows_compose(
+                without_deploy, vars={"env": "prod"}, update=root.identifier, dry_run=dry_run
+            )
+        message = str(refused.value)
+        deploy_identifier = before["deploy"][1]["identifier"]
+        assert f"deploy ({deploy_identifier}: 1 run; not in the new file)" in message
+        assert f"tasks.delete {root.identifier}" in message and "without update" in message
+        (lost,) = refused.value.details["steps"]
+        assert lost["step"] == "deploy" and lost["runs"] == 1
+    # Turning a step that ran into a branch would lose it too.
+    build = PIPELINE.split("  - id: test")[0].split("  - id: build\n")[1]
+    branched = PIPELINE.replace(build, "    steps:\n      - id: compile\n", 1)
+    with pytest.raises(errors.Conflict, match=r"build \(.*a branch in the new file"):
+        client.workflows_compose(branched, vars={"env": "prod"}, update=root.id)
+    # Nothing was written: same version, same steps, same history.
+    same = client.workflows_compose(PIPELINE, vars={"env": "prod"}, dry_run=True, update=root.id)
+    assert same.kept_steps == ["build", "test", "deploy"] and same.workflow is None
+    assert client.tasks_get(root.id).task.task.status == "completed"
+    for step, (task_id, rec) in before.items():
+        assert _record(client, task_id) == rec, step
+    # Deleting the workflow is the explicit way to let it all go.
+    client.tasks_delete(root.id)
+    fresh = client.workflows_compose(without_deploy, vars={"env": "prod"})
+    assert fresh.workflow is not None and fresh.workflow.version == 1
+
+
+def test_update_keeps_a_step_that_was_only_sent_input(client: Client) -> None:
+    composed = client.workflows_compose(PIPELINE, vars={"env": "dev"})
+    assert composed.task is not None
+    deploy = _steps(client, composed.task.id)["deploy"]
+    client.tasks_send(deploy.id, "use the blue slot")  # kept for its first run
+    without_deploy = PIPELINE.split("  - id: deploy")[0]
+    with pytest.raises(errors.Conflict, match=r"deploy \(.*0 runs and 1 message"):
+        client.workflows_compose(without_deploy, vars={"env": "dev"}, update=composed.task.id)
+    assert client.tasks_get(deploy.id).task.task.id == deploy.id
+
+
+def test_update_of_a_workflow_that_never_ran(client: Client) -> None:
+    composed = client.workflows_compose(PIPELINE, vars={"env": "dev"})
+    assert composed.task is not None and composed.workflow is not None
+    first = _steps(client, composed.task.id)
+    smaller = PIPELINE.split("  - id: deploy")[0].replace("run_tests", "run_all_tests")
+    smaller += "  - id: notify\n    depends_on: [test]\n"
+    updated = client.workflows_compose(smaller, vars={"env": "dev"}, update=composed.workflow.id)
+    assert updated.workflow is not None and updated.workflow.version == 2
+    assert updated.task is not None and updated.task.status == "pending"
+    # Nothing had run: nothing to keep, the dropped step is gone.
+    assert updated.kept_steps == [] and updated.changed_steps == []
+    assert updated.removed_steps == ["deploy"]
+    steps = _steps(client, composed.task.id)
+    assert set(steps) == {"build", "test", "notify"}
+    assert all(s.status == "pending" for s in steps.values())
+    # A step that stays keeps its task (and identifier) and takes the new definition.
+    assert steps["test"].identifier == first["test"].identifier
+    with pytest.raises(errors.NotFound):
+        client.tasks_get(first["deploy"].id)
+    assert [d.depends_on_task_id for d in steps["notify"].dependencies] == [steps["test"].id]
+    assert client.tasks_start(composed.task.id).task.status == "in_progress"
+
+
+def test_update_refused_while_a_step_is_active_even_as_a_dry_run(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    composed, before = _finished_pipeline(daemon, client)
+    assert composed.task is not None
+    root = composed.task.id
+    client.tasks_start(root)  # run it again
+    with daemon.client(agent_name="runner") as agent:
+        claim = agent.claim_next().claim
+        assert claim is not None and claim.run.input["step"] == "build"
+        for dry_run in (True, False):
+            with pytest.raises(errors.Conflict, match="wait for it to finish") as refused:
+                client.workflows_compose(
+                    PIPELINE_V2, vars={"env": "prod"}, update=root, dry_run=dry_run
+                )
+            assert refused.value.details["run_id"] == claim.run.id
+        # The active run was not touched: its holder completes it.
+        agent.complete(claim.run.id, claim.claim_token)
+        assert _work(agent, {"test": {"passed": True}}) == ["test", "deploy"]
+    assert len(client.tasks_runs_list(before["build"][0]).runs) == 2
+    workflow = client.workflows_compose(PIPELINE, vars={"env": "prod"}, dry_run=True, update=root)
+    assert workflow.kept_steps == ["build", "test", "deploy"]
+
+
+def test_update_of_a_finished_branch_keeps_its_steps(daemon: ThreadDaemon, client: Client) -> None:
+    text = """\
+name: fan-out
+steps:
+  - id: setup
+  - id: checks
+    depends_on: [setup]
+    steps:
+      - id: lint
+      - id: unit
+  - id: merge
+    depends_on: [checks]
+"""
+    composed = client.workflows_compose(text, start=True)
+    assert composed.task is not None
+    root = composed.task.id
+    with daemon.client(agent_name="runner") as agent:
+        assert len(_run_logging(agent, {})) == 4
+    nodes = client.tasks_tree(root).tree.descendants
+    before = {n.task.title: (n.task.id, n.task.status) for n in nodes}
+    assert set(before) == {"setup", "checks", "checks.lint", "checks.unit", "merge"}
+    more = text.replace("      - id: unit\n", "      - id: unit\n      - id: types\n")
+    updated = client.workflows_compose(more, update=root)
+    assert updated.kept_steps == ["setup", "checks", "checks.lint", "checks.unit", "merge"]
+    shape = [(n.depth, n.task.title) for n in client.tasks_tree(root).tree.descendants]
+    assert shape == [
+        (1, "setup"),
+        (1, "checks"),
+        (2, "checks.lint"),
+        (2, "checks.unit"),
+        (2, "checks.types"),
+        (1, "merge"),
+    ]
+    tree = {n.task.title: n.task for n in client.tasks_tree(root).tree.descendants}
+    for title, (task_id, status) in before.items():
+        if title != "checks":
+            assert (tree[title].id, tree[title].status) == (task_id, status)
+    assert tree["checks"].id == before["checks"][0]
+    # The branch (and so the root) has a step that has not run.
+    assert tree["checks"].status == "pending" and updated.task is not None
+    assert updated.task.status == "pending"
+    # Moving a step that ran out of its branch changes its full id: refused.
+    moved = text.replace("      - id: lint\n", "").replace(
+        "  - id: merge", "  - id: lint\n  - id: merge"
+    )
+    with pytest.raises(errors.Conflict, match=r"checks\.lint \(.*not in the new file"):
+        client.workflows_compose(moved, update=root)
+
+
+def test_update_drops_a_request_of_the_previous_version_but_keeps_its_runs(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    """A step that ran before and now waits (for approval) in a second start:
+    the update keeps its runs, and the new version waits to be started."""
+    text = """\
+name: gated
+steps:
+  - id: prepare
+  - id: release
+    approval: manual
+    depends_on: [prepare]
+"""
+    composed = client.workflows_compose(text, start=True)
+    assert composed.task is not None
+    root = composed.task.id
+    with daemon.client(agent_name="runner") as agent:
+        assert _work(agent, {}) == ["prepare"]
+        release = _steps(client, root)["release"]
+        client.tasks_approve(release.id)
+        assert _work(agent, {}) == ["release"]
+        client.tasks_start(root)
+        assert _work(agent, {}) == ["prepare"]
+        assert _steps(client, root)["release"].status == "blocked"  # awaiting approval
+        updated = client.workflows_compose(
+            text.replace("name: gated", "name: gated v2"), update=root
+        )
+        assert updated.kept_steps == ["prepare", "release"] and updated.changed_steps == []
+        now = _steps(client, root)["release"]
+        assert now.id == release.id and now.status == "pending"
+        assert [r.status for r in client.tasks_runs_list(release.id).runs] == ["completed"]
+        # The previous start's request is gone: nothing runs until the new
+        # version is started.
+        assert agent.claim_next().claim is None
+        assert updated.task is not None and updated.task.status == "pending"

@@ -1,5 +1,5 @@
 """``workflows.compose``: YAML in, a plan out (and, unless a dry run, the
-workflow's tasks written)."""
+workflow's tasks written, or with ``update`` the workflow's next version)."""
 
 from __future__ import annotations
 
@@ -12,31 +12,67 @@ from aghd.store import workflows as store
 from aghd.store.db import Tx
 
 
+def _result(
+    plan: p.WorkflowPlan,
+    update: store.UpdatePlan | None,
+    workflow: p.Workflow | None = None,
+    task: p.Task | None = None,
+) -> p.ComposeResult:
+    if update is None:
+        return p.ComposeResult(plan=plan, workflow=workflow, task=task)
+    return p.ComposeResult(
+        plan=plan,
+        workflow=workflow,
+        task=task,
+        kept_steps=update.kept,
+        changed_steps=update.changed,
+        removed_steps=update.removed,
+    )
+
+
 @method("workflows.compose", p.WorkflowsComposeParams)
 async def compose(ctx: Context, params: p.WorkflowsComposeParams) -> p.ComposeResult:
     # Parsing a large file takes a while; keep the event loop answering.
     wf = await anyio.to_thread.run_sync(workflow_spec.parse, params.yaml, params.vars)
     plan = workflow_spec.to_plan(wf)
-    if params.dry_run:
-        await ctx.daemon.read(store.check_references, wf)
-        return p.ComposeResult(plan=plan)
     caller = ctx.caller
+    max_attempts = ctx.daemon.config.default_max_attempts
+    ref = params.update
+    if params.dry_run:
 
-    def do(tx: Tx) -> tuple[p.Workflow, p.Task]:
-        workflow, root = store.compose(
-            tx,
-            caller,
-            wf,
-            source=params.yaml,
-            variables=params.vars,
-            update=params.update,
-            owner=(caller.actor_kind, caller.actor_ref),
-            workspace=params.workspace,
-            default_max_attempts=ctx.daemon.config.default_max_attempts,
-        )
+        def check(tx: Tx) -> store.UpdatePlan | None:
+            store.check_references(tx, wf)
+            # A dry run of an update says what it would keep, or refuses as it would.
+            return None if ref is None else store.plan_update(tx, caller, wf, ref, max_attempts)
+
+        return _result(plan, await ctx.daemon.read(check))
+
+    def do(tx: Tx) -> tuple[p.Workflow, p.Task, store.UpdatePlan | None]:
+        update = None
+        if ref is None:
+            workflow, root = store.compose(
+                tx,
+                caller,
+                wf,
+                source=params.yaml,
+                variables=params.vars,
+                owner=(caller.actor_kind, caller.actor_ref),
+                workspace=params.workspace,
+                default_max_attempts=max_attempts,
+            )
+        else:
+            workflow, root, update = store.update(
+                tx,
+                caller,
+                wf,
+                ref=ref,
+                source=params.yaml,
+                variables=params.vars,
+                default_max_attempts=max_attempts,
+            )
         if params.start:
             root = store.start(tx, caller, root, None)
-        return views.workflow(workflow), views.task(root)
+        return views.workflow(workflow), views.task(root), update
 
-    workflow, task = await ctx.daemon.write(do)
-    return p.ComposeResult(plan=plan, workflow=workflow, task=task)
+    workflow, task, update = await ctx.daemon.write(do)
+    return _result(plan, update, workflow, task)

@@ -1,14 +1,20 @@
 """Workflows composed from YAML: a root task (kind ``workflow``) whose
 children are the steps (kind ``task``, or ``group`` for an inline branch),
 wired by dependencies. Parsing and validation live in
-``aghd.workflow_spec``; this module turns a parsed workflow into rows, and
-starts (or restarts) the DAG.
+``aghd.workflow_spec``; this module turns a parsed workflow into rows,
+updates a workflow to a new version of its definition, and starts (or
+restarts) the DAG.
+
+An update must never destroy finished work: a step task that has runs (or
+messages) is never deleted, whatever the new file says; the update is
+refused instead when the new file has no place for it.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from agh.errors import Conflict, InvalidParams, NotFound
 from aghd.store import graph
@@ -176,82 +182,435 @@ def compose(
     *,
     source: str,
     variables: dict[str, Any],
-    update: str | None,
     owner: tuple[str, str | None],
     workspace: str | None,
     default_max_attempts: int,
 ) -> tuple[sqlite3.Row, sqlite3.Row]:
-    """Create the workflow (root task + one task per step), or replace the
-    steps of workflow ``update`` when none of its runs is open. Returns
-    (workflow row, root task row)."""
-    if update is not None:
-        existing = find_workflow(tx, update)
-        root = tasks_store.task_by_id(tx, existing["root_task_id"])
-        _refuse_while_running(tx, existing["id"], root, "update")
-        for child in tasks_store.children(tx, root["id"], limit=1_000_000):
-            tasks_store.delete_task(tx, caller, child["id"])
-        tx.execute(
-            "UPDATE tasks SET title = ?, description = ?, status = 'pending', closed_at = NULL,"
-            " closed_reason = NULL, blocking_reason = NULL, skipped = 0, updated_at = ?"
-            " WHERE id = ?",
-            (wf.name, wf.description, tx.now, root["id"]),
-        )
-        root = tasks_store.task_by_id(tx, root["id"])
-        workflow = tx.one(
-            "UPDATE workflows SET name = ?, description = ?, source = ?, vars = ?,"
-            " version = version + 1, updated_at = ? WHERE id = ? RETURNING *",
-            (wf.name, wf.description, source, to_json(variables), tx.now, existing["id"]),
-        )
-        assert workflow is not None
-        event = "workflow.updated"
-    else:
-        workflow_id = new_id("wf")
-        root = tasks_store.create_task(
-            tx,
-            caller,
-            tasks_store.NewTask(
-                title=wf.name,
-                description=wf.description,
-                workspace=workspace,
-                owner_kind=owner[0],
-                owner_ref=owner[1],
-                origin_kind=caller.origin_kind,
-                origin_ref=caller.origin_ref,
-                kind="workflow",
-                workflow_id=workflow_id,
-            ),
-        )
-        workflow = tx.one(
-            "INSERT INTO workflows (id, name, description, source, vars, root_task_id,"
-            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?) RETURNING *",
-            (
-                workflow_id,
-                wf.name,
-                wf.description,
-                source,
-                to_json(variables),
-                root["id"],
-                tx.now,
-                tx.now,
-            ),
-        )
-        assert workflow is not None
-        event = "workflow.composed"
+    """Create the workflow: a root task and one task per step, all pending.
+    Returns (workflow row, root task row)."""
+    workflow_id = new_id("wf")
+    root = tasks_store.create_task(
+        tx,
+        caller,
+        tasks_store.NewTask(
+            title=wf.name,
+            description=wf.description,
+            workspace=workspace,
+            owner_kind=owner[0],
+            owner_ref=owner[1],
+            origin_kind=caller.origin_kind,
+            origin_ref=caller.origin_ref,
+            kind="workflow",
+            workflow_id=workflow_id,
+        ),
+    )
+    workflow = tx.one(
+        "INSERT INTO workflows (id, name, description, source, vars, root_task_id,"
+        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?) RETURNING *",
+        (
+            workflow_id,
+            wf.name,
+            wf.description,
+            source,
+            to_json(variables),
+            root["id"],
+            tx.now,
+            tx.now,
+        ),
+    )
+    assert workflow is not None
     _create_steps(
         tx,
         caller,
         wf,
-        workflow_id=workflow["id"],
+        workflow_id=workflow_id,
         root=root,
         default_max_attempts=default_max_attempts,
     )
     tx.emit(
-        event,
+        "workflow.composed",
         caller,
         task_id=root["id"],
-        payload={"workflow_id": workflow["id"], "version": workflow["version"]},
+        payload={"workflow_id": workflow_id, "version": workflow["version"]},
     )
     return workflow, root
+
+
+# -- update: a new version of the definition --------------------------------
+
+
+@dataclass(slots=True)
+class _OldStep:
+    row: sqlite3.Row
+    # Runs and messages of the step's task and of every task under it: what
+    # an update must never delete.
+    runs: int = 0
+    messages: int = 0
+
+    @property
+    def has_run(self) -> bool:
+        return self.runs > 0 or self.messages > 0
+
+
+@dataclass(slots=True)
+class UpdatePlan:
+    """What updating a workflow to a new definition does to its step tasks.
+
+    A step of the new definition whose full id and kind (task or branch)
+    match a step of the current one takes over that step's task (same id
+    and identifier); every other step gets a new task. ``kept`` lists the
+    taken-over steps that have run: their status, runs, results, logs,
+    messages and events stay as they are. ``changed`` lists those among them
+    whose definition changed. ``removed`` lists the steps that are not in the
+    new definition; they never ran, so their tasks are deleted.
+    """
+
+    workflow: sqlite3.Row
+    root: sqlite3.Row
+    reuse: dict[str, _OldStep] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    delete: list[sqlite3.Row] = field(default_factory=list)
+    # Taken-over steps that wait for other steps than before.
+    rewired: set[str] = field(default_factory=set)
+
+
+def _old_steps(tx: Tx, workflow_id: str, root_id: str) -> dict[str, _OldStep]:
+    """The workflow's step tasks by full step id, each with the runs and
+    messages of its whole subtree (a task added under a step with
+    ``tasks.children.create`` counts for the step)."""
+    rows = tx.all(
+        "WITH RECURSIVE sub(id, depth) AS (SELECT id, 1 FROM tasks WHERE parent_task_id = ?"
+        " UNION ALL SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub ON t.parent_task_id = sub.id)"
+        " SELECT tasks.*,"
+        " (SELECT count(*) FROM runs r WHERE r.task_id = tasks.id) AS run_count,"
+        " (SELECT count(*) FROM run_messages m WHERE m.task_id = tasks.id) AS message_count"
+        " FROM sub JOIN tasks ON tasks.id = sub.id ORDER BY sub.depth, tasks.id",
+        (root_id,),
+    )
+    totals = {r["id"]: [r["run_count"], r["message_count"]] for r in rows}
+    parent = {r["id"]: r["parent_task_id"] for r in rows}
+    # Deepest first: each subtree is summed into its task before that task
+    # is added to its own parent.
+    for row in reversed(rows):
+        up = parent[row["id"]]
+        if up in totals:
+            totals[up][0] += totals[row["id"]][0]
+            totals[up][1] += totals[row["id"]][1]
+    return {
+        r["step_id"]: _OldStep(r, *totals[r["id"]])
+        for r in rows
+        if r["workflow_id"] == workflow_id and r["step_id"] is not None
+    }
+
+
+def _kind(step: Step) -> str:
+    return "group" if step.action == "branch" else "task"
+
+
+def _definition(new: tasks_store.NewTask) -> dict[str, Any]:
+    """The columns of a step's task that its definition sets."""
+    return {
+        "title": new.title,
+        "description": new.description,
+        "priority": new.priority,
+        "network_channel": new.network_channel,
+        "max_attempts": new.max_attempts,
+        "metadata": to_json(new.metadata),
+        "approval_policy": new.approval_policy,
+        "step_spec": new.step_spec,
+    }
+
+
+def _depends_on(tx: Tx, task_id: str, step_ids: dict[str, str]) -> set[str]:
+    """The step ids a step task waits for (edges to tasks outside the
+    workflow are not part of its definition)."""
+    return {
+        step_ids[r[0]]
+        for r in tx.all(
+            "SELECT depends_on_task_id FROM task_dependencies WHERE task_id = ?", (task_id,)
+        )
+        if r[0] in step_ids
+    }
+
+
+def _refuse_losing_runs(root: sqlite3.Row, lost: list[tuple[_OldStep, str]]) -> NoReturn:
+    parts = []
+    for old, why in lost:
+        row = old.row
+        what = [f"{old.runs} run{'s' if old.runs != 1 else ''}"]
+        if old.messages:
+            what.append(f"{old.messages} message{'s' if old.messages != 1 else ''}")
+        parts.append(f"{row['step_id']} ({row['identifier']}: {' and '.join(what)}; {why})")
+    shown = "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
+    raise Conflict(
+        f"cannot update workflow {root['identifier']}: {len(parts)} step"
+        f"{'s' if len(parts) != 1 else ''} that ran would lose their tasks with their runs, "
+        f"results, logs and events: {shown}. Keep those steps in the file (with the same id "
+        "and kind, a step keeps its task and runs and takes its new definition), compose the "
+        "new file as a separate workflow (without update), or delete this workflow first "
+        f"(tasks.delete {root['identifier']}, which deletes all its runs) and compose again",
+        {
+            "task_id": root["id"],
+            "steps": [
+                {
+                    "step": old.row["step_id"],
+                    "task_id": old.row["id"],
+                    "identifier": old.row["identifier"],
+                    "runs": old.runs,
+                    "messages": old.messages,
+                    "reason": why,
+                }
+                for old, _why in lost
+            ],
+        },
+    )
+
+
+def plan_update(
+    tx: Tx, caller: Caller, wf: Workflow, ref: str, default_max_attempts: int
+) -> UpdatePlan:
+    """What ``compose`` with ``update`` would do (a dry run shows it).
+
+    Raises NotFound for an unknown workflow, and Conflict while a step has an
+    open run or when a step that has run (or was sent input) would lose its
+    task: it is not in the new definition, or it changed between a task and a
+    branch. Nothing is written."""
+    existing = find_workflow(tx, ref)
+    root = tasks_store.task_by_id(tx, existing["root_task_id"])
+    _refuse_while_running(tx, existing["id"], root, "update")
+    old = _old_steps(tx, existing["id"], root["id"])
+    plan = UpdatePlan(existing, root)
+    new_kinds = {s.id: _kind(s) for s in wf.steps}
+    lost: list[tuple[_OldStep, str]] = []
+    for step_id, current in old.items():
+        kind = new_kinds.get(step_id)
+        if kind == current.row["kind"]:
+            plan.reuse[step_id] = current
+            continue
+        if current.has_run:
+            if kind is None:
+                why = "not in the new file"
+            elif kind == "group":
+                why = "a branch in the new file"
+            else:
+                why = "no longer a branch in the new file"
+            lost.append((current, why))
+            continue
+        if kind is None:
+            plan.removed.append(step_id)
+        plan.delete.append(current.row)
+    if lost:
+        _refuse_losing_runs(root, lost)
+    step_ids = {s.row["id"]: i for i, s in old.items()}
+    for step in wf.steps:
+        reused = plan.reuse.get(step.id)
+        if reused is None:
+            continue
+        row = reused.row
+        rewired = _depends_on(tx, row["id"], step_ids) != set(step.depends_on)
+        if rewired:
+            plan.rewired.add(step.id)
+        if not reused.has_run:
+            continue
+        plan.kept.append(step.id)
+        new = _new_step(
+            tx,
+            caller,
+            step,
+            workflow_id=existing["id"],
+            parent_id=row["parent_task_id"],
+            root=root,
+            default_max_attempts=default_max_attempts,
+        )
+        if rewired or any(row[k] != v for k, v in _definition(new).items()):
+            plan.changed.append(step.id)
+    return plan
+
+
+def _drop_step_dependencies(tx: Tx, workflow_id: str) -> None:
+    """Forget which steps the workflow's steps wait for: the new definition
+    says it again. Dependencies on tasks outside the workflow
+    (tasks.dependencies.add) are not part of the file and stay."""
+    # One statement: each IN list is built once, not once per step.
+    tx.execute(
+        "DELETE FROM task_dependencies"
+        " WHERE task_id IN (SELECT id FROM tasks WHERE workflow_id = ? AND step_id IS NOT NULL)"
+        " AND depends_on_task_id IN"
+        " (SELECT id FROM tasks WHERE workflow_id = ? AND step_id IS NOT NULL)",
+        (workflow_id, workflow_id),
+    )
+
+
+def _delete_unrun(tx: Tx, caller: Caller, rows: list[sqlite3.Row], version: int) -> None:
+    """Delete step tasks that have no runs and no messages anywhere under
+    them (``plan_update`` checked), with one ``task.deleted`` each. Unlike
+    ``tasks.delete`` it leaves the containers alone: ``update`` re-derives
+    them once, at the end, so their status does not flicker in the log."""
+    doomed: list[str] = []
+    gone: set[str] = set()
+    for row in rows:  # parents before their steps: a deleted branch takes its steps
+        if row["id"] in gone:
+            continue
+        ids = tasks_store.subtree_ids(tx, row["id"])
+        for task_id in ids:
+            tx.emit(
+                "task.deleted",
+                caller,
+                task_id=task_id,
+                payload={"root": row["id"], "workflow_version": version},
+            )
+        doomed.extend(ids)
+        gone.update(ids)
+    waiting: set[str] = set()
+    for chunk in _chunks(doomed):
+        marks = ",".join("?" * len(chunk))
+        waiting.update(
+            r[0]
+            for r in tx.all(
+                f"SELECT task_id FROM task_dependencies WHERE depends_on_task_id IN ({marks})",
+                chunk,
+            )
+        )
+    # A task's parent is checked at the end of each statement, so the
+    # deepest tasks go first: no chunk leaves a task without its parent.
+    for chunk in _chunks(doomed[::-1]):
+        marks = ",".join("?" * len(chunk))
+        tx.execute(f"DELETE FROM tasks WHERE id IN ({marks})", chunk)
+    # Tasks outside the workflow that waited for a deleted step are
+    # re-examined, as after tasks.delete.
+    for task_id in sorted(waiting - gone):
+        graph.refresh(tx, caller, tasks_store.task_by_id(tx, task_id))
+
+
+def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
+    # Well under SQLite's limit on ? parameters per statement.
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _redefine(
+    tx: Tx,
+    caller: Caller,
+    old: _OldStep,
+    new: tasks_store.NewTask,
+    *,
+    rewired: bool,
+    version: int,
+) -> None:
+    """An existing step task takes the new definition. One that has run and
+    finished keeps its status, approval record and closing reason: they
+    describe its last run, whose input records what it ran. One that has not
+    run, or waits for a run of the previous version, starts over as a fresh
+    step: pending, no run requested."""
+    row = old.row
+    sets = {k: v for k, v in _definition(new).items() if row[k] != v}
+    if not old.has_run or row["status"] in graph.WAITING:
+        fresh: dict[str, Any] = {
+            "status": "pending",
+            "blocking_reason": None,
+            "closed_at": None,
+            "closed_reason": None,
+            "skipped": 0,
+            "awaiting_input": 0,
+            "run_requested": 0,
+            "requested_input": None,
+            "requested_key": None,
+            "approval_state": "pending" if new.approval_policy == "manual" else "not_required",
+            "approved_by_kind": None,
+            "approved_by_ref": None,
+            "approved_at": None,
+        }
+        sets.update({k: v for k, v in fresh.items() if row[k] != v})
+    if sets:
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        tx.execute(
+            f"UPDATE tasks SET {assignments}, updated_at = ? WHERE id = ?",
+            (*sets.values(), tx.now, row["id"]),
+        )
+    fields = sorted([*sets, "depends_on"] if rewired else sets)
+    if fields:
+        tx.emit(
+            "task.updated",
+            caller,
+            task_id=row["id"],
+            payload={"fields": fields, "workflow_version": version},
+        )
+
+
+def update(
+    tx: Tx,
+    caller: Caller,
+    wf: Workflow,
+    *,
+    ref: str,
+    source: str,
+    variables: dict[str, Any],
+    default_max_attempts: int,
+) -> tuple[sqlite3.Row, sqlite3.Row, UpdatePlan]:
+    """Make ``wf`` the next version of workflow ``ref`` without losing
+    anything that ran (see ``UpdatePlan``): step tasks are taken over by id,
+    new steps get tasks, steps that never ran and left the file are deleted,
+    dependencies are rewired from the file, and the root and branches are
+    re-derived from their steps (a completed root stays completed unless the
+    new version has a step that has not run; ``task.status_changed`` says
+    so). Raises what ``plan_update`` raises, before writing anything.
+    Returns (workflow row, root task row, the plan)."""
+    plan = plan_update(tx, caller, wf, ref, default_max_attempts)
+    workflow, root = plan.workflow, plan.root
+    version = workflow["version"] + 1
+    _drop_step_dependencies(tx, workflow["id"])
+    _delete_unrun(tx, caller, plan.delete, version)
+    task_ids: dict[str, str] = {}
+    for step in wf.steps:  # parents and dependencies come first
+        new = _new_step(
+            tx,
+            caller,
+            step,
+            workflow_id=workflow["id"],
+            parent_id=root["id"] if step.parent is None else task_ids[step.parent],
+            root=root,
+            default_max_attempts=default_max_attempts,
+        )
+        reused = plan.reuse.get(step.id)
+        if reused is None:
+            task_ids[step.id] = tasks_store.create_task(tx, caller, new)["id"]
+        else:
+            task_ids[step.id] = reused.row["id"]
+            _redefine(tx, caller, reused, new, rewired=step.id in plan.rewired, version=version)
+        if step.depends_on:
+            graph.add_initial_dependencies(
+                tx, task_ids[step.id], [task_ids[d] for d in step.depends_on]
+            )
+    tx.execute(
+        "UPDATE tasks SET title = ?, description = ?, updated_at = ? WHERE id = ?",
+        (wf.name, wf.description, tx.now, root["id"]),
+    )
+    branches = [task_ids[s.id] for s in wf.steps if s.action == "branch"]
+    for container_id in [*reversed(branches), root["id"]]:  # inner branches first
+        # settle(x, x) re-derives container x (and outwards if it changed)
+        # without re-examining the steps inside, which stay plainly pending
+        # until the workflow is started.
+        graph.settle(tx, caller, container_id, container_id)
+    updated = tx.one(
+        "UPDATE workflows SET name = ?, description = ?, source = ?, vars = ?, version = ?,"
+        " updated_at = ? WHERE id = ? RETURNING *",
+        (wf.name, wf.description, source, to_json(variables), version, tx.now, workflow["id"]),
+    )
+    assert updated is not None
+    tx.emit(
+        "workflow.updated",
+        caller,
+        task_id=root["id"],
+        payload={
+            "workflow_id": workflow["id"],
+            "version": version,
+            "kept_steps": plan.kept,
+            "changed_steps": plan.changed,
+            "removed_steps": plan.removed,
+        },
+    )
+    return updated, tasks_store.task_by_id(tx, root["id"]), plan
 
 
 def start(tx: Tx, caller: Caller, root: sqlite3.Row, input_value: Any) -> sqlite3.Row:
