@@ -42,6 +42,20 @@ steps:
       equals: true
 """
 
+# setup, then lint and unit side by side in a branch, then merge.
+FAN_OUT = """\
+name: fan-out
+steps:
+  - id: setup
+  - id: checks
+    depends_on: [setup]
+    steps:
+      - id: lint
+      - id: unit
+  - id: merge
+    depends_on: [checks]
+"""
+
 
 def _work(agent: Client, results: dict[str, Any]) -> list[str]:
     """Claim and complete runs until none is left; the step ids, in order."""
@@ -174,19 +188,7 @@ steps:
 
 
 def test_inline_branch_runs_in_parallel_then_joins(daemon: ThreadDaemon, client: Client) -> None:
-    text = """\
-name: fan-out
-steps:
-  - id: setup
-  - id: checks
-    depends_on: [setup]
-    steps:
-      - id: lint
-      - id: unit
-  - id: merge
-    depends_on: [checks]
-"""
-    composed = client.workflows_compose(text, start=True)
+    composed = client.workflows_compose(FAN_OUT, start=True)
     assert composed.task is not None
     assert [lvl.steps for lvl in composed.plan.levels] == [
         ["setup"],
@@ -498,19 +500,7 @@ def test_update_refused_while_a_step_is_active_even_as_a_dry_run(
 
 
 def test_update_of_a_finished_branch_keeps_its_steps(daemon: ThreadDaemon, client: Client) -> None:
-    text = """\
-name: fan-out
-steps:
-  - id: setup
-  - id: checks
-    depends_on: [setup]
-    steps:
-      - id: lint
-      - id: unit
-  - id: merge
-    depends_on: [checks]
-"""
-    composed = client.workflows_compose(text, start=True)
+    composed = client.workflows_compose(FAN_OUT, start=True)
     assert composed.task is not None
     root = composed.task.id
     with daemon.client(agent_name="runner") as agent:
@@ -518,7 +508,7 @@ steps:
     nodes = client.tasks_tree(root).tree.descendants
     before = {n.task.title: (n.task.id, n.task.status) for n in nodes}
     assert set(before) == {"setup", "checks", "checks.lint", "checks.unit", "merge"}
-    more = text.replace("      - id: unit\n", "      - id: unit\n      - id: types\n")
+    more = FAN_OUT.replace("      - id: unit\n", "      - id: unit\n      - id: types\n")
     updated = client.workflows_compose(more, update=root)
     assert updated.kept_steps == ["setup", "checks", "checks.lint", "checks.unit", "merge"]
     shape = [(n.depth, n.task.title) for n in client.tasks_tree(root).tree.descendants]
@@ -539,7 +529,7 @@ steps:
     assert tree["checks"].status == "pending" and updated.task is not None
     assert updated.task.status == "pending"
     # Moving a step that ran out of its branch changes its full id: refused.
-    moved = text.replace("      - id: lint\n", "").replace(
+    moved = FAN_OUT.replace("      - id: lint\n", "").replace(
         "  - id: merge", "  - id: lint\n  - id: merge"
     )
     with pytest.raises(errors.Conflict, match=r"checks\.lint \(.*not in the new file"):
