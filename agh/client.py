@@ -34,6 +34,9 @@ _PEERCRED = struct.Struct("3i")
 # connect() on a Unix socket fails with EAGAIN while the daemon's accept
 # backlog is full (a burst of clients): retry for this long before giving up.
 _CONNECT_RETRY_S = 2.0
+# aghd closes a connection only after it was idle for many seconds: a client
+# busier than this need not look for that close before each call.
+_IDLE_CHECK_AFTER_S = 1.0
 
 
 def expected_daemon_uid() -> int:
@@ -103,6 +106,7 @@ class Client:
         self.session: p.Session | None = None
         self._sock = self._connect()
         self._hello: dict[str, Any] | None = None
+        self._last_used = time.monotonic()
         if agent_name or session_id or origin_kind:
             origin = p.Origin(origin_kind or "agent_session")  # type: ignore[arg-type]
             try:
@@ -178,8 +182,9 @@ class Client:
         payload = params if isinstance(params, msgspec.Raw) else params or {}
         data = _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": payload})
         wait = timeout if timeout is not None else self.timeout
-        if not self._buffer:
+        if not self._buffer and time.monotonic() - self._last_used > _IDLE_CHECK_AFTER_S:
             self._reconnect_if_closed()
+        self._last_used = time.monotonic()
         self._sock.settimeout(wait)
         try:
             self._sock.sendall(data + b"\n")
