@@ -34,9 +34,6 @@ _PEERCRED = struct.Struct("3i")
 # connect() on a Unix socket fails with EAGAIN while the daemon's accept
 # backlog is full (a burst of clients): retry for this long before giving up.
 _CONNECT_RETRY_S = 2.0
-# aghd closes a connection only after it was idle for many seconds: a client
-# busier than this need not look for that close before each call.
-_IDLE_CHECK_AFTER_S = 1.0
 
 
 def expected_daemon_uid() -> int:
@@ -106,7 +103,6 @@ class Client:
         self.session: p.Session | None = None
         self._sock = self._connect()
         self._hello: dict[str, Any] | None = None
-        self._last_used = time.monotonic()
         if agent_name or session_id or origin_kind:
             origin = p.Origin(origin_kind or "agent_session")  # type: ignore[arg-type]
             try:
@@ -182,12 +178,9 @@ class Client:
         payload = params if isinstance(params, msgspec.Raw) else params or {}
         data = _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": payload})
         wait = timeout if timeout is not None else self.timeout
-        if not self._buffer and time.monotonic() - self._last_used > _IDLE_CHECK_AFTER_S:
-            self._reconnect_if_closed()
-        self._last_used = time.monotonic()
         self._sock.settimeout(wait)
         try:
-            self._sock.sendall(data + b"\n")
+            self._send(data + b"\n", wait)
             while True:
                 reply = p.reply_decoder.decode(self._read_line())
                 if reply.method is not msgspec.UNSET:
@@ -235,29 +228,24 @@ class Client:
         self.session = result.session
         return result
 
-    def _reconnect_if_closed(self) -> None:
-        """aghd closes connections idle past its timeout. If ours was closed
-        while we were not using it (EOF waiting, nothing else), connect again
-        before sending: no request was lost, since none was in flight."""
-        # Non-blocking for this one peek: with a timeout set, Python would
-        # first wait for data (the whole timeout) before trying the recv.
-        self._sock.setblocking(False)
+    def _send(self, data: bytes, wait: float | None) -> None:
+        """Send one request line. aghd closes connections idle past its
+        timeout; a send that finds ours closed is sent again on a new
+        connection (as the same session). That is safe: a send that fails
+        never delivered its newline, so aghd never ran the request."""
         try:
-            pending = self._sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return  # nothing waiting: the connection is open
-        except OSError:
-            pending = b""  # reset by the peer: closed all the same
-        finally:
-            self._sock.settimeout(self.timeout)
-        if pending:
-            return  # a notification waits to be read: the connection is alive
+            self._sock.sendall(data)
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            if self._buffer:
+                raise  # replies were still coming: a real loss, not an idle close
         self._sock.close()
-        self._buffer = b""
         self._sock = self._connect()
         if self._hello is not None:
             params = p.HelloParams(**self._hello)
             self.session = self.call("session.hello", params, p.HelloResult).session
+        self._sock.settimeout(wait)
+        self._sock.sendall(data)
 
     def sessions_list(self, **fields: Any) -> p.SessionsListResult:
         return self.call("sessions.list", p.SessionsListParams(**fields), p.SessionsListResult)

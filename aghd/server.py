@@ -184,7 +184,9 @@ class _Connection(asyncio.Protocol):
         buf = self.buffer
         max_line = self.server.config.max_line_bytes
         start = 0
-        while self._admits_more() and not self.stopped:
+        # Not while replies wait unsent: lines already buffered would start
+        # (and their replies pile up) although reading the socket stopped.
+        while self.writable and self._admits_more() and not self.stopped:
             end = buf.find(b"\n", start)
             if end < 0:
                 break
@@ -244,7 +246,10 @@ class _Connection(asyncio.Protocol):
         self.writable = True
         self._can_send.set()
         self.paused_since = None
-        self._update_reading()
+        if self.buffer and not self.stopped:
+            self._drain_lines()
+        else:
+            self._update_reading()
 
     # -- ours -----------------------------------------------------------------
 
