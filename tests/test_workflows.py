@@ -42,6 +42,16 @@ steps:
       equals: true
 """
 
+# prepare, then release behind a manual approval.
+GATED = """\
+name: gated
+steps:
+  - id: prepare
+  - id: release
+    approval: manual
+    depends_on: [prepare]
+"""
+
 # setup, then lint and unit side by side in a branch, then merge.
 FAN_OUT = """\
 name: fan-out
@@ -164,15 +174,7 @@ def test_start_and_update_refused_while_a_step_is_active(
 
 
 def test_step_approval_and_failure_inside_a_workflow(daemon: ThreadDaemon, client: Client) -> None:
-    text = """\
-name: gated
-steps:
-  - id: prepare
-  - id: release
-    approval: manual
-    depends_on: [prepare]
-"""
-    composed = client.workflows_compose(text, start=True)
+    composed = client.workflows_compose(GATED, start=True)
     assert composed.task is not None
     root = composed.task.id
     with daemon.client(agent_name="runner") as agent:
@@ -541,15 +543,7 @@ def test_update_drops_a_request_of_the_previous_version_but_keeps_its_runs(
 ) -> None:
     """A step that ran before and now waits (for approval) in a second start:
     the update keeps its runs, and the new version waits to be started."""
-    text = """\
-name: gated
-steps:
-  - id: prepare
-  - id: release
-    approval: manual
-    depends_on: [prepare]
-"""
-    composed = client.workflows_compose(text, start=True)
+    composed = client.workflows_compose(GATED, start=True)
     assert composed.task is not None
     root = composed.task.id
     with daemon.client(agent_name="runner") as agent:
@@ -561,7 +555,7 @@ steps:
         assert _work(agent, {}) == ["prepare"]
         assert _steps(client, root)["release"].status == "blocked"  # awaiting approval
         updated = client.workflows_compose(
-            text.replace("name: gated", "name: gated v2"), update=root
+            GATED.replace("name: gated", "name: gated v2"), update=root
         )
         assert updated.kept_steps == ["prepare", "release"] and updated.changed_steps == []
         now = _steps(client, root)["release"]
