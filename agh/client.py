@@ -13,18 +13,22 @@ raised; a missing, unreachable or unresponsive daemon is
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
 import struct
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from agh import protocol as p
 from agh.errors import AghError, DaemonUnreachable, ProtocolError
 from agh.paths import default_socket_path
+
+if TYPE_CHECKING:
+    from agh.work import Work
 
 R = TypeVar("R")
 
@@ -411,6 +415,30 @@ class Client:
         wait = params.wait_ms / 1000
         timeout = None if self.timeout is None else self.timeout + wait
         return self.call("agent.claim_next", params, p.ClaimNextResult, timeout=timeout)
+
+    def claim(
+        self,
+        *,
+        channel: str | None = None,
+        workspace: str | None = None,
+        lease_ms: int | None = None,
+        wait_ms: int | None = None,
+        **filters: Any,
+    ) -> contextlib.AbstractContextManager[Work | None]:
+        """Claim the next run and hold it for a ``with`` block: heartbeats in
+        the background, completes on a normal exit (with ``work.result``),
+        fails on an exception, releases on KeyboardInterrupt; ``None`` when
+        nothing was claimable within ``wait_ms``. See ``agh.work``."""
+        from agh.work import claim
+
+        return claim(
+            self,
+            channel=channel,
+            workspace=workspace,
+            lease_ms=lease_ms,
+            wait_ms=wait_ms,
+            **filters,
+        )
 
     def heartbeat(
         self, run_id: str, claim_token: str, lease_ms: int | None = None
