@@ -246,8 +246,7 @@ class Client:
         self._sock.close()
         self._sock = self._connect()
         if self._hello is not None:
-            params = p.HelloParams(**self._hello)
-            self.session = self.call("session.hello", params, p.HelloResult).session
+            self.hello(**self._hello)
         self._sock.settimeout(wait)
         self._sock.sendall(data)
 

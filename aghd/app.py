@@ -32,7 +32,7 @@ from aghd.scheduler import Scheduler, WorkSignal
 from aghd.server import Server
 from aghd.store import runs as runs_store
 from aghd.store import sessions as sessions_store
-from aghd.store.db import DAEMON, Caller, Committed, Tx, now_ms, storage_error
+from aghd.store.db import DAEMON, Caller, Committed, DatabaseDamaged, Tx, now_ms, storage_error
 from aghd.streams import Hub
 
 log = logging.getLogger("aghd")
@@ -56,6 +56,7 @@ class Daemon:
             on_commit=self._on_commit,
             readers=config.read_connections,
             busy_timeout_ms=config.busy_timeout_ms,
+            integrity_check=config.integrity_check,
         )
         self.scheduler = Scheduler(
             self.committer.read, self.committer.write, self.work, config.reaper_max_sleep_s
@@ -197,9 +198,18 @@ async def _bind(socket_path: str) -> anyio.abc.SocketListener:
 
 
 def _open(config: Config) -> Daemon:
-    """Open and migrate the database, and refuse one that is damaged."""
+    """Open the database (refusing a damaged one before migrating it) and
+    the daemon around it."""
     try:
-        daemon = Daemon(config)
+        return Daemon(config)
+    except DatabaseDamaged as exc:
+        raise StartupError(
+            f"the database {config.db_path} is damaged ({exc}); "
+            "aghd will not serve it. Keep a copy of the file, then recover it "
+            f"(`sqlite3 {config.db_path} .recover | sqlite3 recovered.db`) and start "
+            "aghd with --db recovered.db, or restore a backup",
+            {"db": config.db_path, "problems": exc.problems},
+        ) from None
     except sqlite3.Error as exc:
         raise StartupError(
             f"cannot open {config.db_path}: " + storage_error(exc, config.db_path).message,
@@ -209,18 +219,6 @@ def _open(config: Config) -> Daemon:
         raise StartupError(
             f"cannot open the database {config.db_path}: {exc}", {"db": config.db_path}
         ) from None
-    if config.integrity_check:
-        problems = daemon.committer.check()
-        if problems:
-            daemon.committer.shutdown()
-            raise StartupError(
-                f"the database {config.db_path} is damaged ({'; '.join(problems)}); "
-                "aghd will not serve it. Keep a copy of the file, then recover it "
-                f"(`sqlite3 {config.db_path} .recover | sqlite3 recovered.db`) and start "
-                "aghd with --db recovered.db, or restore a backup",
-                {"db": config.db_path, "problems": problems},
-            )
-    return daemon
 
 
 def _recover(tx: Tx) -> int:

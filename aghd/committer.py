@@ -35,7 +35,6 @@ from agh.errors import AghError, Busy, InternalError, InvalidParams
 from aghd.store.db import (
     Committed,
     Tx,
-    integrity_problems,
     now_ms,
     open_connection,
     storage_error,
@@ -87,10 +86,15 @@ class Committer:
         max_batch: int = 256,
         readers: int = 2,
         busy_timeout_ms: int = 5000,
+        integrity_check: bool = False,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
-        self.writer: sqlite3.Connection = open_connection(path, synchronous, busy_timeout_ms)
+        # The start-up check (integrity_check) reads every page: once, on the
+        # writer, before its migrations.
+        self.writer: sqlite3.Connection = open_connection(
+            path, synchronous, busy_timeout_ms, check=integrity_check
+        )
         # Reads run side by side on their own connections (WAL snapshots), so
         # a long one (a dashboard of a big hub) does not hold up the short
         # ones and the stream pumps behind it.
@@ -189,11 +193,6 @@ class Committer:
                             log.exception("on_commit hook failed")
             if self._closing:
                 return
-
-    def check(self) -> list[str]:
-        """The database's structural problems, [] when sound (start-up only:
-        it reads every page)."""
-        return integrity_problems(self.writer)
 
     def close(self) -> None:
         """Refuse new writes; ``run()`` returns after the queued ones commit."""

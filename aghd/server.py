@@ -205,7 +205,7 @@ class _Connection(asyncio.Protocol):
     # -- read_gate (aghd.committer) -----------------------------------------
 
     def is_open(self) -> bool:
-        return self.writable and not self.lost
+        return self.writable  # False too once the connection is lost
 
     async def wait_open(self) -> None:
         await self._can_send.wait()
@@ -436,18 +436,21 @@ class Server:
                     "closing a connection that read none of its replies for %.0f s",
                     now - conn.paused_since,
                 )
-                self.connections.discard(conn)
-                if conn.transport is not None:
-                    conn.transport.abort()
+                self._close(conn, drop_output=True)
             elif conn.idle() and now - conn.last_active > self.config.idle_timeout_s:
                 log.info("closing a connection idle for %.0f s", now - conn.last_active)
                 self._close(conn)
 
-    def _close(self, conn: _Connection) -> None:
+    def _close(self, conn: _Connection, *, drop_output: bool = False) -> None:
+        """Stop serving ``conn``: close it after its unsent replies, or at
+        once, dropping them (``drop_output``)."""
         self.connections.discard(conn)
         conn.stop_reading()
         if conn.transport is not None:
-            conn.transport.close()
+            if drop_output:
+                conn.transport.abort()
+            else:
+                conn.transport.close()
 
     def stop_accepting(self) -> None:
         """Close the listener and stop reading new requests on every connection."""

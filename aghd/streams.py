@@ -113,9 +113,12 @@ class Hub:
             self._end(sub)
 
     def _end(self, sub: Subscription) -> None:
+        self._forget(sub)
+        sub.scope.cancel()
+
+    def _forget(self, sub: Subscription) -> None:
         self.subs.pop(sub.id, None)
         sub.conn.subscriptions.discard(sub.id)
-        sub.scope.cancel()
 
     # -- delivery ------------------------------------------------------------------
 
@@ -156,8 +159,7 @@ class Hub:
                 )
                 self._send(sub, final)
             finally:
-                self.subs.pop(sub.id, None)
-                sub.conn.subscriptions.discard(sub.id)
+                self._forget(sub)
 
     async def _deliver(self, sub: Subscription) -> None:
         read = self._read

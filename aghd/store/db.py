@@ -30,10 +30,21 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class DatabaseDamaged(Exception):
+    """``PRAGMA quick_check`` found the database file damaged."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 def open_connection(
-    path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000
+    path: str, synchronous: str = "FULL", busy_timeout_ms: int = 5000, *, check: bool = False
 ) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the database at ``path``.
+
+    With ``check``, a file ``PRAGMA quick_check`` finds damaged raises
+    DatabaseDamaged before anything (a migration) writes to it.
 
     ``isolation_level=None`` hands transaction control to us: every write
     happens inside an explicit ``BEGIN IMMEDIATE`` owned by the committer.
@@ -52,6 +63,11 @@ def open_connection(
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     # Keep the WAL from growing without bound between checkpoints.
     conn.execute("PRAGMA journal_size_limit=67108864")
+    if check:
+        problems = integrity_problems(conn)
+        if problems:
+            conn.close()
+            raise DatabaseDamaged(problems)
     migrate(conn)
     return conn
 
