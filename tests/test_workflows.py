@@ -67,12 +67,15 @@ steps:
 """
 
 
-def _work(agent: Client, results: dict[str, Any]) -> list[str]:
-    """Claim and complete runs until none is left; the step ids, in order."""
+def _work(agent: Client, results: dict[str, Any], *, log: bool = False) -> list[str]:
+    """Claim and complete runs until none is left; the step ids, in order.
+    With ``log``, each run logs "<step> ran" before it completes."""
     order = []
     while (claim := agent.claim_next().claim) is not None:
         step = claim.run.input["step"]
         order.append(step)
+        if log:
+            agent.agent_log(claim.run.id, claim.claim_token, [{"message": f"{step} ran"}])
         agent.complete(claim.run.id, claim.claim_token, result=results.get(step))
     return order
 
@@ -301,17 +304,6 @@ PIPELINE_V2 = PIPELINE.replace(
 )
 
 
-def _run_logging(agent: Client, results: dict[str, Any]) -> list[str]:
-    """Like ``_work``, and each run logs a line before it completes."""
-    order = []
-    while (claim := agent.claim_next().claim) is not None:
-        step = claim.run.input["step"]
-        order.append(step)
-        agent.agent_log(claim.run.id, claim.claim_token, [{"message": f"{step} ran"}])
-        agent.complete(claim.run.id, claim.claim_token, result=results.get(step))
-    return order
-
-
 def _record(client: Client, task_id: str) -> dict[str, Any]:
     """What must survive an update: the task, its runs with their results,
     their logs, and the task's events."""
@@ -334,7 +326,7 @@ def _finished_pipeline(
     composed = client.workflows_compose(PIPELINE, vars={"env": "prod"}, start=True)
     assert composed.task is not None and composed.workflow is not None
     with daemon.client(agent_name="runner") as agent:
-        assert _run_logging(agent, {"test": {"passed": True}}) == ["build", "test", "deploy"]
+        assert _work(agent, {"test": {"passed": True}}, log=True) == ["build", "test", "deploy"]
     assert client.tasks_get(composed.task.id).task.task.status == "completed"
     steps = _steps(client, composed.task.id)
     return composed, {k: (s.id, _record(client, s.id)) for k, s in steps.items()}
@@ -380,7 +372,7 @@ def test_update_after_a_run_keeps_every_step_with_its_runs_logs_and_events(
     # Starting the new version adds runs to the same tasks, with the new inputs.
     client.tasks_start(root)
     with daemon.client(agent_name="runner") as agent:
-        order = _run_logging(agent, {"test": {"passed": True}})
+        order = _work(agent, {"test": {"passed": True}}, log=True)
     assert order == ["build", "test", "deploy", "notify"]
     build_runs = client.tasks_runs_list(before["build"][0]).runs
     assert len(build_runs) == 2
@@ -506,7 +498,7 @@ def test_update_of_a_finished_branch_keeps_its_steps(daemon: ThreadDaemon, clien
     assert composed.task is not None
     root = composed.task.id
     with daemon.client(agent_name="runner") as agent:
-        assert len(_run_logging(agent, {})) == 4
+        assert len(_work(agent, {}, log=True)) == 4
     nodes = client.tasks_tree(root).tree.descendants
     before = {n.task.title: (n.task.id, n.task.status) for n in nodes}
     assert set(before) == {"setup", "checks", "checks.lint", "checks.unit", "merge"}
