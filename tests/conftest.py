@@ -135,25 +135,44 @@ def client(daemon: ThreadDaemon) -> Iterator[Client]:
 
 
 def spawn_daemon(
-    socket_path: str, db_path: str, *args: str, wait: bool = True
+    socket_path: str,
+    db_path: str,
+    *args: str,
+    wait: bool = True,
+    umask: int | None = None,
+    level: str = "WARNING",
+    log: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m aghd`` and (by default) wait until it accepts connections."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aghd",
-            "--socket",
-            socket_path,
-            "--db",
-            db_path,
-            "--log-level",
-            "WARNING",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    """Start ``python -m aghd`` (under ``umask`` if given; its stderr to the
+    file ``log``, so a chatty DEBUG daemon never blocks on a full pipe, else
+    to a pipe) and by default wait until it accepts connections."""
+    err: Any = subprocess.PIPE if log is None else open(log, "wb")  # noqa: SIM115
+
+    def preexec() -> None:
+        if umask is not None:
+            os.umask(umask)
+
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aghd",
+                "--socket",
+                socket_path,
+                "--db",
+                db_path,
+                "--log-level",
+                level,
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            preexec_fn=preexec,
+        )
+    finally:
+        if log is not None:
+            err.close()
     if wait:
         wait_for_socket(socket_path, proc)
     return proc

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RawConn, spawn_daemon, stop_process, wait_for_socket
 
 from agh.client import Client
 from agh.errors import AghError
-from tests.conftest import RawConn, stop_process, wait_for_socket
 
 NOBODY = 65534
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,51 +43,6 @@ as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as anot
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _start(
-    sock: str,
-    db: str,
-    *args: str,
-    umask: int | None = None,
-    level: str = "WARNING",
-    log: str | None = None,
-    wait: bool = True,
-) -> subprocess.Popen[bytes]:
-    """``python -m aghd`` with a chosen umask; stderr to ``log`` (a file, so a
-    chatty DEBUG daemon never blocks on a full pipe) or to a pipe."""
-    err: Any = subprocess.PIPE
-    if log is not None:
-        err = open(log, "wb")  # noqa: SIM115 - handed to the child, closed below
-
-    def preexec() -> None:
-        if umask is not None:
-            os.umask(umask)
-
-    try:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aghd",
-                "--socket",
-                sock,
-                "--db",
-                db,
-                "--log-level",
-                level,
-                *args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            preexec_fn=preexec,
-        )
-    finally:
-        if log is not None:
-            err.close()
-    if wait:
-        wait_for_socket(sock, proc)
-    return proc
 
 
 def _entries(directory: str) -> dict[str, os.stat_result]:
@@ -134,7 +89,7 @@ def fresh(short_dir: str) -> Paths:
 def test_every_file_the_daemon_creates_is_private(
     fresh: Paths, procs: list[subprocess.Popen[bytes]], umask: int
 ) -> None:
-    proc = _start(fresh.sock, fresh.db, umask=umask)
+    proc = spawn_daemon(fresh.sock, fresh.db, umask=umask)
     procs.append(proc)
     with Client(fresh.sock) as c:
         c.tasks_create("a write, so the WAL holds frames", start=True)
@@ -156,7 +111,7 @@ def test_every_file_the_daemon_creates_is_private(
 def test_files_left_readable_by_an_older_version_are_tightened_and_logged(
     fresh: Paths, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    first = _start(fresh.sock, fresh.db)
+    first = spawn_daemon(fresh.sock, fresh.db)
     procs.append(first)
     with Client(fresh.sock) as c:
         kept = c.tasks_create("kept across the restart").task.id
@@ -170,7 +125,7 @@ def test_files_left_readable_by_an_older_version_are_tightened_and_logged(
                 widened.append(name)
     assert {"agh.db", "agh.db-wal"} <= set(widened), widened
     log = os.path.join(fresh.base, "second.log")
-    second = _start(fresh.sock, fresh.db, level="INFO", log=log)
+    second = spawn_daemon(fresh.sock, fresh.db, level="INFO", log=log)
     procs.append(second)
     with Client(fresh.sock) as c:
         assert c.tasks_get(kept).task.task.title == "kept across the restart"
@@ -266,7 +221,7 @@ def test_unsafe_socket_directory_is_refused(
     other = _OtherDaemon(os.path.join(bad.real, "agh.sock"))
     try:
         sock = os.path.join(bad.given, "agh.sock")
-        proc = _start(sock, os.path.join(short_dir, "agh.db"), wait=False)
+        proc = spawn_daemon(sock, os.path.join(short_dir, "agh.db"), wait=False)
         procs.append(proc)
         try:
             _out, err_bytes = proc.communicate(timeout=10)
@@ -299,7 +254,7 @@ def test_refused_socket_directory_is_not_touched(
     Path(victim).write_text("precious\n")
     os.symlink(victim, os.path.join(bad.real, "agh.sock.lock"))
     before = set(os.listdir(bad.real))
-    proc = _start(
+    proc = spawn_daemon(
         os.path.join(bad.given, "agh.sock"), os.path.join(short_dir, "agh.db"), wait=False
     )
     procs.append(proc)
@@ -319,7 +274,7 @@ def test_private_socket_directory_made_beforehand_is_used(
     os.mkdir(sock_dir, 0o700)
     os.chmod(sock_dir, 0o700)
     sock = os.path.join(sock_dir, "agh.sock")
-    proc = _start(sock, os.path.join(short_dir, "agh.db"))
+    proc = spawn_daemon(sock, os.path.join(short_dir, "agh.db"))
     procs.append(proc)
     with Client(sock) as c:
         assert c.server_info().pid == proc.pid
@@ -384,7 +339,7 @@ def _send_and_read(path: str, line: bytes) -> dict[str, Any]:
 def test_other_uid_with_a_stolen_token_gets_nothing(
     fresh: Paths, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    proc = _start(fresh.sock, fresh.db)
+    proc = spawn_daemon(fresh.sock, fresh.db)
     procs.append(proc)
     # Open the door as wide as a careless admin could: only the peer check is left.
     os.chmod(fresh.base, 0o755)
@@ -654,7 +609,7 @@ def test_token_scan_finds_every_form(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_claim_tokens_never_leak(fresh: Paths, procs: list[subprocess.Popen[bytes]]) -> None:
     log = os.path.join(fresh.base, "aghd.log")
-    proc = _start(
+    proc = spawn_daemon(
         fresh.sock,
         fresh.db,
         "--backoff-base-ms",
