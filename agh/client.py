@@ -128,19 +128,26 @@ class Client:
             self._connect_retrying(sock)
         except FileNotFoundError:
             sock.close()
-            raise DaemonUnreachable(unreachable_message(self.socket_path, "no socket")) from None
+            raise DaemonUnreachable(
+                unreachable_message(self.socket_path, "no socket"), {"cause": "not_running"}
+            ) from None
         except ConnectionRefusedError as exc:
             sock.close()
             raise DaemonUnreachable(
-                unreachable_message(self.socket_path, exc.strerror or "connection refused")
+                unreachable_message(self.socket_path, exc.strerror or "connection refused"),
+                {"cause": "not_running"},
             ) from None
         except PermissionError:
             sock.close()
-            raise DaemonUnreachable(permission_message(self.socket_path)) from None
+            raise DaemonUnreachable(
+                permission_message(self.socket_path), {"cause": "permission"}
+            ) from None
         except (TimeoutError, BlockingIOError):
             # The daemon's accept backlog is full, or it never accepted in time.
             sock.close()
-            raise DaemonUnreachable(no_answer_message(self.socket_path, self.timeout)) from None
+            raise DaemonUnreachable(
+                no_answer_message(self.socket_path, self.timeout), {"cause": "no_answer"}
+            ) from None
         # Whoever could replace the socket file must not receive our claim
         # tokens: the server must be the user we expect (SO_PEERCRED).
         _pid, uid, _gid = _PEERCRED.unpack(
@@ -149,7 +156,9 @@ class Client:
         expected = expected_daemon_uid()
         if uid != expected:
             sock.close()
-            raise DaemonUnreachable(impostor_message(self.socket_path, uid, expected))
+            raise DaemonUnreachable(
+                impostor_message(self.socket_path, uid, expected), {"cause": "impostor"}
+            )
         return sock
 
     def _connect_retrying(self, sock: socket.socket) -> None:

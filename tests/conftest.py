@@ -277,7 +277,23 @@ def raw(daemon: ThreadDaemon) -> Iterator[RawConn]:
 # -- the agh CLI in-process -------------------------------------------------------
 
 # Variables a developer's shell may set that would change what the CLI does.
-CLEAN_ENV: dict[str, str | None] = {"AGH_SOCKET": None, "AGH_CLAIM_TOKEN": None}
+# AGH_AUTOSTART=0: a test that finds no daemon must see exit 69, not start one.
+CLEAN_ENV: dict[str, str | None] = {
+    "AGH_SOCKET": None,
+    "AGH_CLAIM_TOKEN": None,
+    "AGH_RUN_ID": None,
+    "AGH_AUTOSTART": "0",
+}
+# Subprocesses a test starts inherit it too.
+os.environ["AGH_AUTOSTART"] = "0"
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment with CLEAN_ENV applied, for a subprocess."""
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    env.update({k: v for k, v in CLEAN_ENV.items() if v is not None})
+    env.update(extra)
+    return env
 
 
 def invoke(

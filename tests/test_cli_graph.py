@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from agh import protocol as p
-from agh.cli import ACTIVE_RUN_STATUSES, CLOSED_STATUSES, TASK_STATUSES, main
-from tests.conftest import CLEAN_ENV, ThreadDaemon
+from agh.cli import main
+from agh.cli.options import ACTIVE_RUN_STATUSES, CLOSED_STATUSES, TASK_STATUSES
+from tests.conftest import ThreadDaemon, clean_environ
 from tests.test_cli import Agh, add_task, claim, ok_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ def test_publish_queues_the_run_of_a_draft(agh: Agh) -> None:
     assert published["run"]["status"] == "queued"
 
     again = agh("publish", ident(draft))
-    assert again.exit_code == 1
+    assert again.exit_code == 4
     assert "not a draft" in again.stderr and again.stdout == ""
 
 
@@ -106,7 +107,7 @@ def test_start_requests_a_run_with_input_and_idempotency_key(agh: Agh) -> None:
     assert text.exit_code == 0
     assert f"run {started['run']['id']} queued" in text.stdout
     # A new request while that run is queued is a conflict.
-    assert agh("start", ident(created)).exit_code == 1
+    assert agh("start", ident(created)).exit_code == 4
 
 
 def test_start_of_a_draft_waits_for_publish(agh: Agh) -> None:
@@ -122,7 +123,7 @@ def test_bad_start_input_is_a_usage_error(agh: Agh) -> None:
     task = add_task(agh, "x", "--draft")
     bad = agh("start", ident(task), "--input", "{nope")
     assert bad.exit_code == 2 and "not valid JSON" in bad.stderr
-    assert agh("start", "T-999").exit_code == 1
+    assert agh("start", "T-999").exit_code == 3
 
 
 # -- approval ---------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_approve_queues_the_run_and_a_second_approve_conflicts(
     assert approved and approved[0]["payload"] == {"comment": "looks safe"}
 
     twice = agh("approve", ref)
-    assert twice.exit_code == 1
+    assert twice.exit_code == 4
     assert "already approved" in twice.stderr and twice.stdout == ""
 
 
@@ -168,7 +169,7 @@ def test_deny_and_its_alias_reject_close_the_task(agh: Agh, daemon: ThreadDaemon
     assert (
         result.stdout.strip() == f"{denied}  rejected  canceled  (rejected: not during the freeze)"
     )
-    assert agh("deny", denied).exit_code == 1  # already rejected
+    assert agh("deny", denied).exit_code == 4  # already rejected
 
     rejected = gated(agh, "also risky")
     as_json = ok_json(agh("reject", rejected, "--json"))
@@ -176,13 +177,13 @@ def test_deny_and_its_alias_reject_close_the_task(agh: Agh, daemon: ThreadDaemon
     assert as_json["task"]["approval_state"] == "rejected"
     # Needs no approval: refused.
     plain = agh("reject", ident(add_task(agh, "plain")))
-    assert plain.exit_code == 1 and "needs no approval" in plain.stderr
+    assert plain.exit_code == 4 and "needs no approval" in plain.stderr
 
 
-def test_reject_works_but_is_not_listed_twice() -> None:
+def test_reject_works_but_is_listed_only_as_an_alias() -> None:
     listing = CliRunner().invoke(main, ["--help"], prog_name="agh").stdout
-    commands = listing.split("Commands:")[1]
-    assert re.search(r"^\s+deny\s", commands, re.M)
+    commands = listing.split("Tasks:")[1]
+    assert re.search(r"^\s+deny \(reject\)\s", commands, re.M)
     assert not re.search(r"^\s+reject\s", commands, re.M)
     alias = CliRunner().invoke(main, ["reject", "--help"], prog_name="agh")
     assert alias.exit_code == 0 and "Usage: agh reject" in alias.stdout
@@ -207,9 +208,9 @@ def test_cancel_yes_cancels_the_subtree_and_fences_its_agent(agh: Agh) -> None:
     for ref in (root, kid, other):
         assert status_of(agh, ref) == "canceled"
     beat = agh("heartbeat", got["run"]["id"], "--token", got["claim_token"])
-    assert beat.exit_code == 1  # the holder lost its lease
+    assert beat.exit_code == 4  # the holder lost its lease
     again = agh("cancel", root, "-y", "--json")
-    assert again.exit_code == 1 and "nothing to cancel" in again.stderr
+    assert again.exit_code == 4 and "nothing to cancel" in again.stderr
 
 
 @pytest.mark.parametrize("command", ["cancel", "rm"])
@@ -225,21 +226,21 @@ def test_without_yes_and_without_a_terminal_refuses_with_exit_2(agh: Agh, comman
 def test_rm_yes_deletes_the_subtree(agh: Agh) -> None:
     root, kid, other = family(agh)
     keep = ident(add_task(agh, "unrelated"))
-    assert ok_json(agh("rm", kid, "-y", "--json")) == {}
+    assert ok_json(agh("rm", kid, "-y", "--json")) == {"deleted": [kid]}
     result = agh("rm", root, "--yes")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == f"deleted {root}"
     for ref in (root, kid, other):
         gone = agh("show", ref)
-        assert gone.exit_code == 1 and "not found" in gone.stderr
-    assert agh("ls", "-q").stdout.split() == [keep]
+        assert gone.exit_code == 3 and "not found" in gone.stderr
+    assert agh("ls", "-c", "identifier").stdout.split() == ["ID", keep]
 
 
 def test_rm_is_refused_while_a_run_is_active(agh: Agh) -> None:
     root, _, _ = family(agh)
     got = claim(agh)
     refused = agh("rm", root, "-y")
-    assert refused.exit_code == 1
+    assert refused.exit_code == 4
     assert got["run"]["id"] in refused.stderr and "cancel it" in refused.stderr
     assert status_of(agh, root) == "in_progress"
 
@@ -248,7 +249,7 @@ def on_a_terminal(socket: str, answer: str, *args: str) -> subprocess.CompletedP
     """Run the real ``agh`` with a pseudo-terminal as stdin, typing ``answer``."""
     master, slave = os.openpty()
     try:
-        env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+        env = clean_environ()
         proc = subprocess.Popen(
             [sys.executable, "-m", "agh.cli", "--socket", socket, *args],
             stdin=slave,
@@ -274,8 +275,8 @@ def test_cancel_and_rm_ask_on_a_terminal(agh: Agh, daemon: ThreadDaemon) -> None
     declined = on_a_terminal(daemon.socket, "n\n", "cancel", root)
     assert declined.returncode == 1, declined.stderr
     assert (
-        f"Cancel {root} (root): 3 tasks in its subtree (3 open); "
-        "1 active run and 2 queued runs will be canceled. Continue? [y/N]"
+        f"Cancel 1 task and their subtrees:\n  {root} (root): 3 tasks (3 open), "
+        "1 active run, 2 queued runs\nContinue? [y/N]"
     ) in declined.stderr
     assert f"{root} not canceled" in declined.stderr and declined.stdout == ""
     assert status_of(agh, root) == "in_progress"
@@ -287,8 +288,8 @@ def test_cancel_and_rm_ask_on_a_terminal(agh: Agh, daemon: ThreadDaemon) -> None
 
     deleted = on_a_terminal(daemon.socket, "y\n", "rm", root)
     assert deleted.returncode == 0, deleted.stderr
-    assert f"Delete {root} (root) and its subtree: 3 tasks" in deleted.stderr
-    assert agh("show", root).exit_code == 1
+    assert f"Delete 1 task and their subtrees:\n  {root} (root): 3 tasks" in deleted.stderr
+    assert agh("show", root).exit_code == 3
 
 
 # -- dependencies -----------------------------------------------------------------------
@@ -314,7 +315,7 @@ def test_dep_add_and_rm_print_the_dependencies(agh: Agh) -> None:
     assert removed.exit_code == 0, removed.stderr
     assert removed.stdout.splitlines() == [f"{b}  ready", f"{b} has no dependencies"]
     as_json = agh("dep", "rm", b, a, "--json")
-    assert as_json.exit_code == 1 and "does not depend on" in as_json.stderr
+    assert as_json.exit_code == 3 and "does not depend on" in as_json.stderr
 
 
 def test_dep_cycle_is_refused_and_named(agh: Agh) -> None:
@@ -322,11 +323,11 @@ def test_dep_cycle_is_refused_and_named(agh: Agh) -> None:
     assert agh("dep", "add", b, a).exit_code == 0
     assert agh("dep", "add", c, b).exit_code == 0
     cycle = agh("dep", "add", a, c)
-    assert cycle.exit_code == 1
+    assert cycle.exit_code == 4
     assert f"dependency cycle: {a} -> {c} -> {b} -> {a}" in cycle.stderr
     assert cycle.stdout == ""
     itself = agh("dep", "add", a, a)
-    assert itself.exit_code == 1 and f"{a} -> {a}" in itself.stderr
+    assert itself.exit_code == 4 and f"{a} -> {a}" in itself.stderr
     assert agh("dep", "add", a).exit_code == 2  # DEP missing
 
 
@@ -372,7 +373,7 @@ def test_child_starts_by_default_like_add(agh: Agh) -> None:
     assert ok_json(agh("show", ident(parent), "--json"))["task"]["summary"]["child_count"] == 5
 
     missing = agh("child", "T-999", "orphan")
-    assert missing.exit_code == 1 and "not found" in missing.stderr
+    assert missing.exit_code == 3 and "not found" in missing.stderr
 
 
 def test_tree_indents_children_and_shows_runs_and_reasons(agh: Agh) -> None:
@@ -460,7 +461,7 @@ def test_compose_start_then_claim_a_step(agh: Agh, tmp_path: Path) -> None:
     assert status == "pending" and root_id.startswith("task_")
     assert f"agh start {root}" in result.stderr
 
-    assert agh("claim").exit_code == 1  # nothing runs before the start
+    assert agh("claim").exit_code == 6  # nothing runs before the start
     started = agh("start", root)
     assert started.exit_code == 0, started.stderr
     assert started.stdout.split()[:3] == [root, root_id, "in_progress"]
@@ -502,7 +503,7 @@ def test_compose_start_flag_starts_at_once(agh: Agh) -> None:
 def test_compose_yaml_errors_name_line_and_column(agh: Agh) -> None:
     bad = PIPELINE.replace("depends_on: [build, lint]", "depends_on: [biuld, lint]")
     result = agh("compose", "-", "--var", "env=x", input=bad)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # invalid params
     assert result.stdout == ""
     assert result.stderr.startswith("agh: workflow YAML line 14, column 18: ")
     assert "biuld" in result.stderr and "did you mean 'build'" in result.stderr
@@ -510,11 +511,11 @@ def test_compose_yaml_errors_name_line_and_column(agh: Agh) -> None:
     assert result.stderr.count("did you mean") == 1 and "hint:" not in result.stderr
 
     syntax = agh("compose", "-", "--dry-run", input="name: x\nsteps: [\n")
-    assert syntax.exit_code == 1
+    assert syntax.exit_code == 2
     assert re.search(r"line \d+, column \d+: YAML syntax error", syntax.stderr)
 
     missing_var = agh("compose", "-", input=PIPELINE)
-    assert missing_var.exit_code == 1 and "--var env=VALUE" in missing_var.stderr
+    assert missing_var.exit_code == 2 and "--var env=VALUE" in missing_var.stderr
     assert ok_json(agh("ls", "--all", "--json"))["tasks"] == []
 
 

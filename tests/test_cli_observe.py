@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -23,18 +22,13 @@ import pytest
 from click.testing import CliRunner
 
 from agh import protocol as p
-from agh.cli import (
-    INBOX_LANES,
-    LOG_LEVELS,
-    LogFollow,
-    duration,
-    follow_logs,
-    format_dashboard,
-    main,
-    timeline_line,
-)
+from agh.cli import main
+from agh.cli.observe import format_dashboard
+from agh.cli.options import INBOX_LANES, LOG_LEVELS
+from agh.cli.output import duration
+from agh.cli.streams import LogFollow, follow_logs, timeline_line
 from agh.client import Client
-from tests.conftest import CLEAN_ENV, ThreadDaemon
+from tests.conftest import CLEAN_ENV, ThreadDaemon, clean_environ
 from tests.test_cli import Agh, ok_json
 
 
@@ -42,7 +36,7 @@ class Spawned:
     """``agh --socket SOCK ARGS...`` as a subprocess, stdout read line by line."""
 
     def __init__(self, socket_path: str, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+        env = clean_environ()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agh.cli", "--socket", socket_path, *args],
             stdout=subprocess.PIPE,
@@ -164,7 +158,7 @@ def test_timeline_prints_one_line_per_event(agh: Agh, daemon: ThreadDaemon) -> N
     last = agh("timeline", ident, "--after", str(seqs[1]), "--limit", "2")
     assert line_sequences(last.stdout) == seqs[2:] and last.stderr == ""
 
-    assert agh("timeline", "T-999").exit_code == 1
+    assert agh("timeline", "T-999").exit_code == 3
 
 
 def test_timeline_line_cuts_a_long_payload() -> None:
@@ -441,7 +435,7 @@ def test_send_needs_exactly_one_message(agh: Agh, client: Client) -> None:
     assert agh("send", task.id).exit_code == 2
     assert agh("send", task.id, "x", "--stdin", input="y").exit_code == 2
     assert agh("send", task.id, "--stdin", input="\n").exit_code == 2
-    assert agh("send", "T-999", "hello").exit_code == 1
+    assert agh("send", "T-999", "hello").exit_code == 3
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -653,7 +647,7 @@ def test_inbox_lists_lanes_and_triage_changes_them(agh: Agh, daemon: ThreadDaemo
 
     data = ok_json(agh("inbox", "--lane", "my_work", "--json"))["inbox"]
     assert [g["lane"] for g in data["groups"]] == ["my_work"] and data["groups"][0]["count"] == 2
-    assert agh("inbox", "read", "T-999").exit_code == 1
+    assert agh("inbox", "read", "T-999").exit_code == 3
     assert agh("inbox", "--lane", "nope").exit_code == 2
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from agh.errors import AghError, Busy, InternalError
+from agh.errors import AghError, Busy, InternalError, NotFound
 from aghd.store.schema import migrate
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -144,6 +144,39 @@ _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 _id_lock = threading.Lock()
 _last_ms = 0
 _last_rand = 0
+
+
+def id_prefix(ref: str, kind: str) -> str | None:
+    """The id prefix ``ref`` stands for, or ``None`` when it cannot be one.
+
+    Commands name a task or run by a unique prefix of its id, as git and
+    docker do: ``task_01KBX3`` or just ``01KBX3`` (at least 4 characters of
+    the id's Crockford base-32 part, case-insensitive). A full id is not a
+    prefix (it was looked up exactly and not found)."""
+    head = kind + "_"
+    body = ref[len(head) :] if ref.startswith(head) else ref
+    body = body.lower()
+    if not 4 <= len(body) < 26 or any(c not in _CROCKFORD for c in body):
+        return None
+    return head + body
+
+
+def ambiguous_prefix(kind: str, ref: str, matches: list[str]) -> NotFound:
+    """A prefix that names several: list them, say how to pick one."""
+    more = "" if len(matches) < PREFIX_CANDIDATES else " and more"
+    return NotFound(
+        f"{kind} prefix {ref} names several {kind}s: {', '.join(matches)}{more}",
+        {
+            kind: ref,
+            "candidates": matches,
+            "hint": f"give more characters of the {kind} id"
+            + (", or the task's identifier (T-42)" if kind == "task" else ""),
+        },
+    )
+
+
+# How many matches of an ambiguous prefix an error lists.
+PREFIX_CANDIDATES = 10
 
 
 def new_id(prefix: str) -> str:

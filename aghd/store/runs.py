@@ -16,7 +16,15 @@ from typing import Any
 from agh.errors import Conflict, Forbidden, LeaseLost, NotFound
 from agh.protocol import ACTIVE_RUN_STATUSES, PRIORITY_RANK
 from aghd.store import graph
-from aghd.store.db import Caller, Tx, new_id, to_json
+from aghd.store.db import (
+    PREFIX_CANDIDATES,
+    Caller,
+    Tx,
+    ambiguous_prefix,
+    id_prefix,
+    new_id,
+    to_json,
+)
 from aghd.store.sessions import get_session
 from aghd.store.workspaces import find_workspace
 from aghd.timefmt import ts
@@ -61,8 +69,17 @@ class Backoff:
 
 
 def get_run(tx: Tx, run_id: str) -> sqlite3.Row:
-    """The run row; raises NotFound."""
+    """The run row, by id or unique id prefix; raises NotFound."""
     row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    prefix = None if row is not None else id_prefix(run_id, "run")
+    if prefix is not None:
+        found = tx.all(
+            "SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "~", PREFIX_CANDIDATES),
+        )
+        if len(found) > 1:
+            raise ambiguous_prefix("run", run_id, [r["id"] for r in found])
+        row = found[0] if found else None
     if row is None:
         raise NotFound(
             f"run {run_id} not found", {"run_id": run_id, "hint": "list runs with tasks.runs.list"}

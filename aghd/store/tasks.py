@@ -15,7 +15,15 @@ from agh.errors import Conflict, InvalidParams, NotFound
 from agh.protocol import PRIORITY_RANK
 from aghd.store import graph, workflows
 from aghd.store import runs as runs_store
-from aghd.store.db import Caller, Tx, new_id, to_json
+from aghd.store.db import (
+    PREFIX_CANDIDATES,
+    Caller,
+    Tx,
+    ambiguous_prefix,
+    id_prefix,
+    new_id,
+    to_json,
+)
 from aghd.store.events import recent_task_events
 from aghd.store.workspaces import find_workspace, next_identifier, resolve_workspace
 
@@ -59,11 +67,21 @@ class Started:
 
 
 def find_task(tx: Tx, ref: str) -> sqlite3.Row:
-    """A task by id or human identifier (``T-42``, case-insensitive); raises NotFound."""
+    """A task by id, human identifier (``T-42``, case-insensitive) or unique
+    id prefix; raises NotFound (listing the candidates of an ambiguous prefix)."""
     if ref.startswith("task_"):
         row = tx.one("SELECT * FROM tasks WHERE id = ?", (ref,))
     else:
         row = tx.one("SELECT * FROM tasks WHERE identifier = ?", (ref.upper(),))
+    prefix = None if row is not None else id_prefix(ref, "task")
+    if prefix is not None:
+        found = tx.all(
+            "SELECT * FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "~", PREFIX_CANDIDATES),
+        )
+        if len(found) > 1:
+            raise ambiguous_prefix("task", ref, [f"{r['identifier']} ({r['id']})" for r in found])
+        row = found[0] if found else None
     if row is None:
         raise NotFound(
             f"task {ref} not found", {"task": ref, "hint": "list tasks with tasks.list (agh ls)"}

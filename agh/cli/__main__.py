@@ -1,0 +1,3 @@
+from agh.cli import run
+
+run()
