@@ -364,7 +364,7 @@ def test_child_starts_by_default_like_add(agh: Agh) -> None:
     assert text.exit_code == 0
     assert text.stdout.split()[2:4] == ["ready", "run"]
     quiet = agh("child", ident(parent), "quiet one", "--no-start", "-q")
-    assert re.fullmatch(r"T-\d+\n", quiet.stdout)
+    assert re.fullmatch(r"task_[0-9a-z]{26}\n", quiet.stdout)
     assert status_of(agh, quiet.stdout.strip()) == "pending"
     draft = ok_json(agh("child", ident(parent), "draft one", "--draft", "--json"))
     assert draft["task"]["status"] == "draft" and draft["run"] is None

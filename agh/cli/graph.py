@@ -183,7 +183,7 @@ def dep_rm(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) -> 
     help="Queue its run now (the default), or only create it. "
     "With --draft the default is --no-start; --draft --start queues the run on publish.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only the task identifier.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the task id (task_…).")
 @json_option
 @click.pass_context
 def child(
@@ -230,7 +230,7 @@ def child(
         emit_json(result)
         return
     if quiet:
-        click.echo(result.task.identifier)
+        click.echo(result.task.id)
         return
     click.echo(task_run_line(result))
 

@@ -15,10 +15,21 @@ import click
 from agh.cli.connect import connect
 from agh.cli.group import SafeGroup
 from agh.cli.options import INBOX_LANES, group_json, json_option, workspace_ref
-from agh.cli.output import duration, emit_json, format_fields, format_table, indent, plural, shorten
+from agh.cli.output import (
+    duration,
+    emit_json,
+    format_fields,
+    format_table,
+    indent,
+    json_text,
+    plural,
+    shorten,
+    terminal_width,
+)
 
 if TYPE_CHECKING:
     from agh import protocol as p
+    from agh.client import Client
 
 
 def health_text(status: str, reasons: Sequence[str]) -> str:
@@ -131,10 +142,24 @@ def format_dashboard(board: p.Dashboard) -> str:
 @click.command("dashboard")
 @click.option("--workspace", metavar="W", help="Only this workspace's tasks (path, id or key).")
 @click.option("--channel", metavar="NAME", help="Only tasks on this network channel.")
+@click.option("-w", "--watch", is_flag=True, help="Keep it on screen, redrawn as things change.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.2, 3600),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --watch: redraw at least this often (ages move on).",
+)
 @json_option
 @click.pass_context
 def dashboard(
-    ctx: click.Context, workspace: str | None, channel: str | None, as_json: bool
+    ctx: click.Context,
+    workspace: str | None,
+    channel: str | None,
+    watch: bool,
+    interval: float,
+    as_json: bool,
 ) -> None:
     """Show the hub's health, active runs, queue and latencies.
 
@@ -145,10 +170,15 @@ def dashboard(
     failed work, the queue per channel, claim and start latencies, and
     every active run with its age and health.
 
+    With --watch it stays on screen: redrawn when an event arrives (it
+    follows the event stream) and every --interval seconds, until Ctrl-C
+    (exit 0). On a terminal each view replaces the last; in a pipe the
+    views follow each other, and with --json each is one JSON line.
+
     \b
     Example:
       agh dashboard
-      agh dashboard --channel gpu
+      agh dashboard --channel gpu --watch
       agh dashboard --json | jq -r .dashboard.health.status
     """
     filters = {
@@ -157,11 +187,53 @@ def dashboard(
         if v is not None
     }
     with connect(ctx) as client:
+        if watch:
+            watch_dashboard(client, filters, interval, as_json)
+            return
         result = client.observe_dashboard(**filters)
     if as_json:
         emit_json(result)
         return
     click.echo(format_dashboard(result.dashboard))
+
+
+# How long `dashboard --watch` lets a burst of events settle before a redraw.
+_BURST_S = 0.2
+
+
+def watch_dashboard(
+    client: Client, filters: dict[str, Any], interval: float, as_json: bool
+) -> None:
+    """Redraw on events (a burst coalesced into one view) and on a timer."""
+    import time
+
+    stream_filters = {k: v for k, v in filters.items() if k in ("workspace", "network_channel")}
+    client.events_subscribe(**stream_filters)
+    on_terminal = terminal_width() is not None
+    try:
+        while True:
+            result = client.observe_dashboard(**filters)
+            if as_json:
+                click.echo(json_text(result))
+            else:
+                text = format_dashboard(result.dashboard)
+                stamp = time.strftime("%H:%M:%S")
+                if on_terminal:
+                    # Home and clear: the new view replaces the old in place.
+                    click.echo(f"\x1b[H\x1b[2J{stamp}  (Ctrl-C to quit)\n\n{text}")
+                else:
+                    click.echo(f"-- {stamp}\n{text}\n")
+            try:
+                client.next_event(timeout=interval)
+                # Let the rest of a burst arrive, then draw it once.
+                settle = time.monotonic() + _BURST_S
+                while (left := settle - time.monotonic()) > 0:
+                    client.next_event(timeout=left)
+            except TimeoutError:
+                pass
+            client.notifications.clear()  # what changed is re-read whole
+    except KeyboardInterrupt:
+        return  # quitting a view is its normal end
 
 
 def inbox_why(item: p.InboxItem) -> str:
