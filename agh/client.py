@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import socket
-import struct
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from agh import protocol as p
-from agh.errors import AghError, DaemonUnreachable, ProtocolError
+from agh.errors import AghError, ProtocolError
 from agh.paths import default_socket_path
+from agh.transport import (
+    _CONNECT_RETRY_S,
+    CONNECT_ERRORS,
+    check_daemon_uid,
+    connect_error,
+    connection_lost,
+    hello_fields,
+    no_answer,
+)
 
 if TYPE_CHECKING:
     from agh.work import Work
@@ -34,53 +41,6 @@ R = TypeVar("R")
 
 
 _encoder = msgspec.json.Encoder()
-_PEERCRED = struct.Struct("3i")
-# connect() on a Unix socket fails with EAGAIN while the daemon's accept
-# backlog is full (a burst of clients): retry for this long before giving up.
-_CONNECT_RETRY_S = 2.0
-
-
-def expected_daemon_uid() -> int:
-    """The uid aghd must run as: ``$AGH_DAEMON_UID`` (to reach another user's
-    daemon that allows you with ``--allow-uid``), else your own."""
-    env = os.environ.get("AGH_DAEMON_UID")
-    return int(env) if env and env.strip().isdigit() else os.getuid()
-
-
-def impostor_message(path: str, uid: int, expected: int) -> str:
-    """The socket is served by another user: never talk to it."""
-    return (
-        f"the socket {path} is served by uid {uid}, not by uid {expected}: another user may "
-        "be impersonating aghd, so nothing was sent. Check the socket path (--socket, "
-        "AGH_SOCKET) and its directory; set AGH_DAEMON_UID only to reach another user's "
-        "daemon on purpose."
-    )
-
-
-def unreachable_message(path: str, reason: str) -> str:
-    """Nothing listens on the socket: aghd is not running."""
-    return (
-        f"aghd is not running ({reason} at {path}). "
-        "Start it with `aghd` or `systemctl --user start aghd`."
-    )
-
-
-def no_answer_message(path: str, timeout: float | None) -> str:
-    """aghd holds the socket but did not answer in time: busy or stuck."""
-    within = "in time" if timeout is None else f"within {timeout:g} seconds"
-    return (
-        f"aghd did not answer {within} on {path}; it may be overloaded or stuck. "
-        "Check it with `agh ping` or `journalctl --user -u aghd`, "
-        "or restart it with `systemctl --user restart aghd`."
-    )
-
-
-def permission_message(path: str) -> str:
-    """The socket exists but this user may not connect to it."""
-    return (
-        f"permission denied on the socket {path}: is it another user's daemon, "
-        "or the wrong --socket / AGH_SOCKET?"
-    )
 
 
 class Client:
@@ -107,16 +67,16 @@ class Client:
         self.session: p.Session | None = None
         self._sock = self._connect()
         self._hello: dict[str, Any] | None = None
-        if agent_name or session_id or origin_kind:
-            origin = p.Origin(origin_kind or "agent_session")  # type: ignore[arg-type]
+        fields = hello_fields(
+            agent_name=agent_name,
+            session_id=session_id,
+            channel=channel,
+            workspace=workspace,
+            origin_kind=origin_kind,
+        )
+        if fields is not None:
             try:
-                self.session = self.hello(
-                    agent_name=agent_name,
-                    session_id=session_id,
-                    channel=channel,
-                    workspace=workspace,
-                    origin=origin,
-                ).session
+                self.session = self.hello(**fields).session
             except BaseException:
                 self._sock.close()
                 raise
@@ -126,39 +86,13 @@ class Client:
         sock.settimeout(self.timeout)
         try:
             self._connect_retrying(sock)
-        except FileNotFoundError:
+            check_daemon_uid(sock, self.socket_path)
+        except CONNECT_ERRORS as exc:
             sock.close()
-            raise DaemonUnreachable(
-                unreachable_message(self.socket_path, "no socket"), {"cause": "not_running"}
-            ) from None
-        except ConnectionRefusedError as exc:
+            raise connect_error(self.socket_path, exc, self.timeout) from None
+        except BaseException:
             sock.close()
-            raise DaemonUnreachable(
-                unreachable_message(self.socket_path, exc.strerror or "connection refused"),
-                {"cause": "not_running"},
-            ) from None
-        except PermissionError:
-            sock.close()
-            raise DaemonUnreachable(
-                permission_message(self.socket_path), {"cause": "permission"}
-            ) from None
-        except (TimeoutError, BlockingIOError):
-            # The daemon's accept backlog is full, or it never accepted in time.
-            sock.close()
-            raise DaemonUnreachable(
-                no_answer_message(self.socket_path, self.timeout), {"cause": "no_answer"}
-            ) from None
-        # Whoever could replace the socket file must not receive our claim
-        # tokens: the server must be the user we expect (SO_PEERCRED).
-        _pid, uid, _gid = _PEERCRED.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        )
-        expected = expected_daemon_uid()
-        if uid != expected:
-            sock.close()
-            raise DaemonUnreachable(
-                impostor_message(self.socket_path, uid, expected), {"cause": "impostor"}
-            )
+            raise
         return sock
 
     def _connect_retrying(self, sock: socket.socket) -> None:
@@ -203,11 +137,9 @@ class Client:
                     continue  # a stale reply to an earlier, abandoned request
                 break
         except (BrokenPipeError, ConnectionResetError) as exc:
-            raise DaemonUnreachable(
-                unreachable_message(self.socket_path, f"connection lost: {exc}")
-            ) from None
+            raise connection_lost(self.socket_path, f"connection lost: {exc}") from None
         except TimeoutError:
-            raise DaemonUnreachable(no_answer_message(self.socket_path, wait)) from None
+            raise no_answer(self.socket_path, wait) from None
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"daemon sent an invalid reply: {exc}") from None
         finally:
@@ -226,9 +158,7 @@ class Client:
                 return line
             chunk = self._sock.recv(65536)
             if not chunk:
-                raise DaemonUnreachable(
-                    unreachable_message(self.socket_path, "the daemon closed the connection")
-                )
+                raise connection_lost(self.socket_path, "the daemon closed the connection")
             self._buffer += chunk
 
     # -- sessions and server ----------------------------------------------------

@@ -74,6 +74,17 @@ class Work:
         return self.client.agent_messages(self.run.id, self.claim_token, after=after).messages
 
 
+def beat_interval(lease_until: str | None) -> float:
+    """Seconds until the next heartbeat of a lease ending at ``lease_until``:
+    a third of what is left, so two beats may fail before it ends; the
+    shortest interval when the end is unknown (the last beat failed)."""
+    if lease_until is None:
+        return _MIN_INTERVAL_S
+    until = dt.datetime.fromisoformat(lease_until.replace("Z", "+00:00"))
+    left = (until - dt.datetime.now(dt.UTC)).total_seconds()
+    return max(_MIN_INTERVAL_S, left / _BEATS_PER_LEASE)
+
+
 class _Heartbeat(threading.Thread):
     """Extends the lease from its own connection (a Client is not
     thread-safe) until stopped or the lease is lost."""
@@ -85,13 +96,6 @@ class _Heartbeat(threading.Thread):
         self.stopped = threading.Event()
         self._until = work.claim.lease.lease_until
 
-    def _interval(self) -> float:
-        if self._until is None:
-            return _MIN_INTERVAL_S
-        until = dt.datetime.fromisoformat(self._until.replace("Z", "+00:00"))
-        left = (until - dt.datetime.now(dt.UTC)).total_seconds()
-        return max(_MIN_INTERVAL_S, left / _BEATS_PER_LEASE)
-
     def run(self) -> None:
         from agh.client import Client
 
@@ -99,7 +103,7 @@ class _Heartbeat(threading.Thread):
         source = work.client
         beat: Client | None = None
         try:
-            while not self.stopped.wait(self._interval()):
+            while not self.stopped.wait(beat_interval(self._until)):
                 try:
                     if beat is None:
                         beat = Client(source.socket_path, timeout=source.timeout)

@@ -10,7 +10,6 @@ test checks each summary against its command's help.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import sys
@@ -52,6 +51,8 @@ class Registry:
 
 def suggest(name: str, safe: Sequence[str]) -> str:
     """``No such command 'x'.`` plus close read-only names, if any."""
+    import difflib  # only on a typo
+
     message = f"No such command {name!r}."
     close = difflib.get_close_matches(name, safe, n=3, cutoff=0.6)
     if close:
