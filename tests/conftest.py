@@ -282,6 +282,7 @@ CLEAN_ENV: dict[str, str | None] = {
     "AGH_SOCKET": None,
     "AGH_CLAIM_TOKEN": None,
     "AGH_RUN_ID": None,
+    "AGH_SESSION_ID": None,
     "AGH_AUTOSTART": "0",
 }
 # Subprocesses a test starts inherit it too.
