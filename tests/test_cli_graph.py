@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import typing
@@ -21,8 +20,6 @@ from agh.cli import main
 from agh.cli.options import ACTIVE_RUN_STATUSES, CLOSED_STATUSES, TASK_STATUSES
 from tests.conftest import ThreadDaemon, clean_environ
 from tests.test_cli import Agh, add_task, claim, ok_json
-
-ROOT = Path(__file__).resolve().parent.parent
 
 PIPELINE = """\
 name: Deploy Pipeline
@@ -536,25 +533,3 @@ def test_status_groups_match_the_protocol() -> None:
     assert ACTIVE_RUN_STATUSES == p.ACTIVE_RUN_STATUSES
     assert set(CLOSED_STATUSES) <= set(TASK_STATUSES)
     assert set(ACTIVE_RUN_STATUSES) <= set(typing.get_args(p.RunStatus))
-
-
-def test_man_page_documents_every_command() -> None:
-    page = (ROOT / "man" / "agh.1").read_text()
-    # ".SS add", ".SS "deny, reject"": every command, and nothing that is gone.
-    headings = re.findall(r"^\.SS \"?([a-z, ]+?)\"?$", page, re.M)
-    documented = {name.strip() for heading in headings for name in heading.split(",")}
-    assert documented == set(main.commands)
-    for code in ("0", "1", "2", "69"):
-        assert re.search(rf"^\.B {code}$", page, re.M), code
-
-
-@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
-def test_man_page_renders_without_warnings() -> None:
-    proc = subprocess.run(
-        ["groff", "-man", "-Tutf8", "-ww", "-z", str(ROOT / "man" / "agh.1")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

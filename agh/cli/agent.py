@@ -221,7 +221,13 @@ def env_lines(got: p.Claim) -> str:
 )
 @token_option
 @session_option
-@click.option("--level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option(
+    "--level",
+    type=click.Choice(LOG_LEVELS),
+    default="info",
+    show_default=True,
+    help="Severity of the lines.",
+)
 @click.option("--step", type=click.IntRange(0), metavar="N", help="The workflow step it is about.")
 @click.option(
     "--stdin", "from_stdin", is_flag=True, help="Log each line of stdin (also: MESSAGE is -)."

@@ -225,7 +225,9 @@ def status_text_health(health: str) -> str:
     type=click.Choice(["connected", "disconnected"]),
     help="Only sessions in this state.",
 )
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="At most N."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only session ids.")
 @json_option
 @click.pass_context

@@ -32,7 +32,7 @@ def approve(ctx: click.Context, task_id: str, comment: str | None, as_json: bool
 
     Prints the task, its approval state and the queued run, or why the run
     still waits (unmet dependencies). Approving a task that needs no
-    approval, or one already approved or rejected, fails (exit 1).
+    approval, or one already approved or rejected, fails (exit 4).
 
     \b
     Example:
@@ -87,7 +87,7 @@ def dep(as_json: bool) -> None:
 
     `agh dep add ID DEP` makes task ID wait until task DEP has completed;
     `agh dep rm ID DEP` drops that. Both print ID's dependencies after the
-    change. A dependency that would close a cycle is refused (exit 1, the
+    change. A dependency that would close a cycle is refused (exit 4, the
     cycle named). --json may come before or after the subcommand.
 
     \b

@@ -443,7 +443,7 @@ def publish(ctx: click.Context, task_id: str, as_json: bool) -> None:
 
     \b
     Example:
-      agh add "Plan the migration" --draft -q      # T-7
+      agh add "Plan the migration" --draft -q      # task_01kb…
       agh publish T-7
     """
     with connect(ctx) as client:

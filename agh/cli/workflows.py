@@ -77,7 +77,7 @@ def compose(
     strings. With --dry-run nothing is written: the plan is printed level
     by level (steps of one level may run in parallel), with each step's
     action, resolved inputs, conditions, approval gate and dependencies.
-    YAML errors name the line and column (exit 1).
+    YAML errors name the line and column (exit 2).
 
     \b
     Example:
