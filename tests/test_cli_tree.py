@@ -55,7 +55,8 @@ def test_every_command_has_help_with_an_example() -> None:
         result = invoke(*path, "--help")
         assert result.exit_code == 0, path
         assert command.help and command.help.strip(), path
-        assert re.search(r"^\s+Example:\n\s+agh ", result.stdout, re.M), path
+        example = result.stdout.partition("Example:\n")[2].split("\n\n")[0]
+        assert "agh " in example, path
         assert invoke(*path, "-h").stdout == result.stdout, path
         seen += 1
     assert seen > 45  # the whole tree was walked, subcommands included
@@ -136,7 +137,7 @@ def test_typo_suggestions_never_name_a_command_that_changes_state() -> None:
     assert suggested  # read-only commands are still suggested
     # The examples: no `start` for `status`-like typos, no `release`.
     assert "start" not in suggestions(invoke("stat").stderr)
-    assert suggestions(invoke("relase").stderr) == []
+    assert "release" not in suggestions(invoke("relase").stderr)
 
 
 def test_subgroup_typos_suggest_only_their_read_only_commands() -> None:
