@@ -57,7 +57,7 @@ from agh.transport import (
     hello_fields,
     no_answer,
 )
-from agh.work import beat_interval
+from agh.work import Held, beat_interval
 
 R = TypeVar("R")
 
@@ -649,21 +649,9 @@ def _decode(reply: p.Reply, result_type: type[R]) -> R:
     return msgspec.json.decode(reply.result, type=result_type)
 
 
-class AsyncWork:
+class AsyncWork(Held["AsyncClient"]):
     """A claimed run while the ``async with client.claim()`` block holds it:
     ``agh.work.Work`` with awaitable methods."""
-
-    def __init__(self, client: AsyncClient, claim: p.Claim) -> None:
-        self.client = client
-        self.claim = claim
-        self.task = claim.task
-        self.run = claim.run
-        self.input = claim.run.input
-        self.claim_token = claim.claim_token
-        # Set by the caller; sent with agent.complete on a normal exit.
-        self.result: Any = None
-        # Why the lease was lost (LeaseLost from a heartbeat), if it was.
-        self.lost: AghError | None = None
 
     async def log(self, message: str, level: str = "info", **fields: Any) -> None:
         """Append a line to the run's log (``agent.log``)."""

@@ -29,7 +29,7 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agh import protocol as p
 from agh.errors import AghError, DaemonUnreachable, LeaseLost
@@ -43,10 +43,15 @@ _BEATS_PER_LEASE = 3
 _MIN_INTERVAL_S = 0.2
 
 
-class Work:
-    """A claimed run while the ``with client.claim()`` block holds it."""
+C = TypeVar("C")
 
-    def __init__(self, client: Client, claim: p.Claim) -> None:
+
+class Held(Generic[C]):
+    """What a held claim carries, for the sync ``Work`` and the async
+    ``agh.aclient.AsyncWork`` alike: the client it was claimed on, the
+    claim, the caller's result and why the lease was lost, if it was."""
+
+    def __init__(self, client: C, claim: p.Claim) -> None:
         self.client = client
         self.claim = claim
         self.task = claim.task
@@ -57,6 +62,10 @@ class Work:
         self.result: Any = None
         # Why the lease was lost (LeaseLost from a heartbeat), if it was.
         self.lost: AghError | None = None
+
+
+class Work(Held["Client"]):
+    """A claimed run while the ``with client.claim()`` block holds it."""
 
     def log(self, message: str, level: str = "info", **fields: Any) -> None:
         """Append a line to the run's log (``agent.log``)."""

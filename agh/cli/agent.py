@@ -55,6 +55,21 @@ def session_option(fn: F) -> F:
     )(fn)
 
 
+def held_run_options(fn: F) -> F:
+    """--run, --token and --session: the claim a command acts on, from the
+    environment `agh agent claim --env` set up unless given."""
+    fn = session_option(fn)
+    fn = token_option(fn)
+    return click.option(
+        "--run",
+        "run_id",
+        envvar="AGH_RUN_ID",
+        required=True,
+        metavar="RUN",
+        help="The run. [env var: AGH_RUN_ID]",
+    )(fn)
+
+
 @contextmanager
 def agent_connect(ctx: click.Context) -> Iterator[Client]:
     """Connect as the session of ``--session``/``$AGH_SESSION_ID`` if any."""
@@ -211,16 +226,7 @@ def env_lines(got: p.Claim) -> str:
 
 @agent.command("log")
 @click.argument("message", required=False)
-@click.option(
-    "--run",
-    "run_id",
-    envvar="AGH_RUN_ID",
-    required=True,
-    metavar="RUN",
-    help="The run. [env var: AGH_RUN_ID]",
-)
-@token_option
-@session_option
+@held_run_options
 @click.option(
     "--level",
     type=click.Choice(LOG_LEVELS),
@@ -293,16 +299,7 @@ def stdin_has_more() -> bool:
 
 @agent.command("ask")
 @click.argument("question")
-@click.option(
-    "--run",
-    "run_id",
-    envvar="AGH_RUN_ID",
-    required=True,
-    metavar="RUN",
-    help="The run. [env var: AGH_RUN_ID]",
-)
-@token_option
-@session_option
+@held_run_options
 @json_option
 @click.pass_context
 def ask(
@@ -332,16 +329,7 @@ def ask(
 
 
 @agent.command("messages")
-@click.option(
-    "--run",
-    "run_id",
-    envvar="AGH_RUN_ID",
-    required=True,
-    metavar="RUN",
-    help="The run. [env var: AGH_RUN_ID]",
-)
-@token_option
-@session_option
+@held_run_options
 @click.option(
     "--after",
     type=click.IntRange(0),

@@ -16,7 +16,7 @@ from agh.cli.connect import connect
 from agh.cli.group import SafeGroup
 from agh.cli.options import CLOSED_STATUSES, group_json, json_option, run_options, task_options
 from agh.cli.output import emit_json, format_table, shorten
-from agh.cli.tasks import new_task_fields, task_run_line
+from agh.cli.tasks import emit_created, new_task_fields
 
 if TYPE_CHECKING:
     from agh import protocol as p
@@ -226,13 +226,7 @@ def child(
     )
     with connect(ctx) as client:
         result = client.tasks_children_create(parent_id, title, **fields)
-    if as_json:
-        emit_json(result)
-        return
-    if quiet:
-        click.echo(result.task.id)
-        return
-    click.echo(task_run_line(result))
+    emit_created(result, quiet, as_json)
 
 
 @click.command("tree")

@@ -142,13 +142,17 @@ def add(
     )
     with connect(ctx) as client:
         result = client.tasks_create(title, **fields)
+    emit_created(result, quiet, as_json)
+
+
+def emit_created(result: p.TaskRunResult, quiet: bool, as_json: bool) -> None:
+    """A new task: the result (--json), its id (-q) or its line."""
     if as_json:
         emit_json(result)
-        return
-    if quiet:
+    elif quiet:
         click.echo(result.task.id)
-        return
-    click.echo(task_run_line(result))
+    else:
+        click.echo(task_run_line(result))
 
 
 def text_argument(ctx: click.Context, value: str | None, from_stdin: bool, what: str) -> str:
