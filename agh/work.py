@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from agh.client import Client
 
 # Heartbeat this often within the lease: two beats may be missed before it ends.
-_BEATS_PER_LEASE = 3
+BEATS_PER_LEASE = 3
 # Fastest heartbeat, and the retry delay after a failed one (daemon restarting).
-_MIN_INTERVAL_S = 0.2
+MIN_BEAT_INTERVAL_S = 0.2
 
 
 C = TypeVar("C")
@@ -88,10 +88,10 @@ def beat_interval(lease_until: str | None) -> float:
     a third of what is left, so two beats may fail before it ends; the
     shortest interval when the end is unknown (the last beat failed)."""
     if lease_until is None:
-        return _MIN_INTERVAL_S
+        return MIN_BEAT_INTERVAL_S
     until = dt.datetime.fromisoformat(lease_until.replace("Z", "+00:00"))
     left = (until - dt.datetime.now(dt.UTC)).total_seconds()
-    return max(_MIN_INTERVAL_S, left / _BEATS_PER_LEASE)
+    return max(MIN_BEAT_INTERVAL_S, left / BEATS_PER_LEASE)
 
 
 class _Heartbeat(threading.Thread):

@@ -34,6 +34,7 @@ def anyio_backend() -> str:
 def test_every_public_method_of_client_exists_with_the_same_parameters() -> None:
     names = [n for n, _ in inspect.getmembers(Client, inspect.isfunction) if not n.startswith("_")]
     names.remove("close")  # the async client closes at the end of `async with`
+    names.remove("shutdown_write")  # an async caller cancels the waiting task instead
     assert len(names) > 40
     for name in [*names, "__init__"]:
         sync, async_ = getattr(Client, name), getattr(AsyncClient, name, None)

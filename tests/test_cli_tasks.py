@@ -23,14 +23,20 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def test_a_task_is_named_by_id_identifier_or_unique_prefix(agh: Agh, client: Client) -> None:
-    tasks = [client.tasks_create(f"t{n}").task for n in range(3)]
+    tasks = []
+    for n in range(3):
+        tasks.append(client.tasks_create(f"t{n}").task)
+        # Ids made within one millisecond differ only at their end (they
+        # count up); a new millisecond draws a fresh random part.
+        time.sleep(0.003)
     target = tasks[1]
+    unique = shortest_unique_prefix(target.id, [t.id for t in tasks])
     for ref in (
         target.id,
         target.identifier,
         target.identifier.lower(),
-        target.id[:-3],
-        target.id.removeprefix("task_")[:-3],
+        unique,
+        unique.removeprefix("task_").upper(),
     ):
         shown = ok_json(agh("show", ref, "--json"))["task"]["task"]
         assert shown["id"] == target.id, ref
@@ -46,8 +52,18 @@ def test_a_task_is_named_by_id_identifier_or_unique_prefix(agh: Agh, client: Cli
     # Too short to be a prefix: looked up as it is, not found.
     assert agh("show", "task_01").exit_code == 3
     # Every command takes the prefix, not just show.
-    assert agh("cancel", target.id[:-3], "--yes").exit_code == 0
+    assert agh("cancel", unique, "--yes").exit_code == 0
     assert client.tasks_get(target.id).task.task.status == "canceled"
+
+
+def shortest_unique_prefix(task_id: str, ids: list[str]) -> str:
+    """The shortest prefix (4 characters after ``task_`` at least) naming
+    ``task_id`` alone among ``ids``."""
+    others = [i for i in ids if i != task_id]
+    for n in range(len("task_") + 4, len(task_id)):
+        if not any(other.startswith(task_id[:n]) for other in others):
+            return task_id[:n]
+    raise AssertionError(f"no prefix of {task_id} is unique among {ids}")
 
 
 def test_add_reads_the_title_from_stdin(agh: Agh, client: Client) -> None:
