@@ -104,6 +104,7 @@ def test_a_daemon_that_cannot_start_is_reported_with_the_next_step(
     result = agh({**home, "AGH_DB": bad_db}, "ls", timeout=90)
     assert result.returncode == 69
     assert "starting it failed: it exited with status" in result.stderr
+    assert "not a database" in result.stderr  # the daemon's own reason, from its log
     assert "aghd.log" in result.stderr and "run `aghd --socket" in result.stderr
 
 

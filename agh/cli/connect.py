@@ -82,6 +82,7 @@ def start_daemon(path: str) -> int:
     log_path = daemon_log_path()
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log_start = os.fstat(fd).st_size  # what this start writes comes after
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "aghd", "--socket", path],
@@ -107,8 +108,9 @@ def start_daemon(path: str) -> int:
                 # so wait a little longer for an answer before giving up.
                 deadline = min(deadline, time.monotonic() + _RACE_GRACE_S)
             if time.monotonic() > deadline:
+                why = last_log_line(log_path, log_start)
                 raise DaemonUnreachable(
-                    start_failed_message(path, log_path, status), {"cause": "start_failed"}
+                    start_failed_message(path, log_path, status, why), {"cause": "start_failed"}
                 ) from None
             time.sleep(0.02)
     click.echo(
@@ -118,8 +120,21 @@ def start_daemon(path: str) -> int:
     return pid
 
 
-def start_failed_message(path: str, log_path: str, status: int | None) -> str:
+def last_log_line(log_path: str, start: int) -> str | None:
+    """The last line the started daemon wrote (its reason, when it exits)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            lines = [line for line in f.read().decode(errors="replace").splitlines() if line]
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+def start_failed_message(path: str, log_path: str, status: int | None, why: str | None) -> str:
     how = "did not answer in time" if status is None else f"exited with status {status}"
+    if why:
+        how += f" ({why})"
     return (
         f"aghd is not running on {path}, and starting it failed: it {how}. "
         f"Its log is {log_path}; run `aghd --socket {path}` in a terminal to see why "
