@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -189,3 +190,39 @@ def test_sessions_list_names_agents(agh: Agh, daemon: Any) -> None:
         assert ids and all(i.startswith("ses_") for i in ids)
         listed = ok_json(agh("sessions", "--json"))["sessions"]
         assert "lister" in {s["agent_name"] for s in listed}
+
+
+def test_every_runs_method_takes_a_unique_prefix_and_agents_need_the_id(
+    client: Client, daemon: Any
+) -> None:
+    from agh import errors
+
+    def prefix(run_id: str) -> str:
+        return run_id[:-2]  # runs of other tasks differ earlier, as made apart
+
+    first = client.tasks_create("one", start=True).run
+    time.sleep(0.003)
+    second = client.tasks_create("two", start=True).run
+    time.sleep(0.003)
+    third = client.tasks_create("three", start=True).run
+    assert client.runs_get(prefix(first.id)).run.run.id == first.id
+    claimed = client.runs_claim(prefix(first.id), lease_ms=60_000)
+    assert claimed.run.id == first.id and claimed.run.status == "claimed"
+    assert client.runs_start(prefix(first.id)).run.status == "starting"
+    with daemon.client(agent_name="attacher") as agent:
+        assert agent.session is not None
+        attached = client.runs_attach_session(prefix(first.id), agent.session.session_id)
+        assert attached.run.id == first.id
+    assert client.runs_logs(prefix(first.id)).run_id == first.id
+    # An agent names its run by the id its claim returned: a prefix is not it.
+    with pytest.raises(errors.NotFound):
+        client.heartbeat(prefix(first.id), claimed.claim_token)
+    assert client.runs_complete(prefix(first.id), result={"ok": 1}).run.status == "completed"
+    # The holder's claim ended with the override: its token is spent.
+    with pytest.raises(errors.LeaseLost):
+        client.heartbeat(first.id, claimed.claim_token)
+    client.runs_claim(prefix(second.id))
+    failed = client.runs_fail(prefix(second.id), error="by hand")
+    assert failed.run.id == second.id and failed.run.status == "failed"
+    assert client.runs_cancel(prefix(third.id)).run.status == "canceled"
+    assert client.runs_get(third.id).run.run.status == "canceled"

@@ -21,7 +21,7 @@ def _result(row: Any) -> p.RunResult:
 @method("runs.get", p.IdParams)
 async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
     def do(tx: Tx) -> tuple[Any, Any, Any]:
-        run = store.get_run(tx, params.id)
+        run = store.find_run(tx, params.id)
         return run, task_by_id(tx, run["task_id"]), find_session(tx, run["session_id"])
 
     run, task, session = await ctx.daemon.read(do)

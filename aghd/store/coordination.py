@@ -88,7 +88,7 @@ def read_logs(
     """Log lines of run ``ref`` (or of task ``ref``'s latest run) after id
     ``after``, at ``level`` or above. Returns (run id, lines)."""
     if ref.startswith("run_"):
-        run_id = runs_store.get_run(tx, ref)["id"]
+        run_id = runs_store.find_run(tx, ref)["id"]
     else:
         task = tasks_store.find_task(tx, ref)
         latest = tx.scalar(

@@ -69,22 +69,40 @@ class Backoff:
 
 
 def get_run(tx: Tx, run_id: str) -> sqlite3.Row:
-    """The run row, by id or unique id prefix; raises NotFound."""
+    """The run row with exactly this id; raises NotFound. Agents name their
+    run by the id their claim returned: no prefix on the fenced paths."""
     row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
-    prefix = None if row is not None else id_prefix(run_id, "run")
-    if prefix is not None:
-        found = tx.all(
+    if row is None:
+        raise _run_not_found(run_id)
+    return row
+
+
+def find_run(tx: Tx, ref: str) -> sqlite3.Row:
+    """The run an operator names (``runs.*``): by id, else by unique id
+    prefix. Callers go on with the row's ``id``, never ``ref``."""
+    row = tx.one("SELECT * FROM runs WHERE id = ?", (ref,))
+    if row is not None:
+        return row
+    prefix = id_prefix(ref, "run")
+    found = (
+        []
+        if prefix is None
+        else tx.all(
             "SELECT * FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
             (prefix, prefix + "~", PREFIX_CANDIDATES),
         )
-        if len(found) > 1:
-            raise ambiguous_prefix("run", run_id, [r["id"] for r in found])
-        row = found[0] if found else None
-    if row is None:
-        raise NotFound(
-            f"run {run_id} not found", {"run_id": run_id, "hint": "list runs with tasks.runs.list"}
-        )
-    return row
+    )
+    if len(found) > 1:
+        raise ambiguous_prefix("run", ref, [r["id"] for r in found])
+    if not found:
+        raise _run_not_found(ref)
+    return found[0]
+
+
+def _run_not_found(run_id: str) -> NotFound:
+    return NotFound(
+        f"run {run_id} not found", {"run_id": run_id, "hint": "list runs with tasks.runs.list"}
+    )
 
 
 def list_runs(
@@ -411,6 +429,7 @@ def claim_run(
 ) -> Claimed:
     """Claim one named queued run (``runs.claim``); ``require_session`` as
     for ``claim_next_run``."""
+    run_id = find_run(tx, run_id)["id"]
     if require_session and session_id is not None:
         get_session(tx, session_id)
     scope = None
@@ -536,7 +555,8 @@ def heartbeat(
 
 def start_run(tx: Tx, caller: Caller, run_id: str) -> sqlite3.Row:
     """claimed → starting (``runs.start``)."""
-    run = get_run(tx, run_id)
+    run = find_run(tx, run_id)
+    run_id = run["id"]
     if run["status"] == "starting":
         return run
     if run["status"] != "claimed":
@@ -555,7 +575,8 @@ def start_run(tx: Tx, caller: Caller, run_id: str) -> sqlite3.Row:
 
 def attach_session(tx: Tx, caller: Caller, run_id: str, session_id: str) -> sqlite3.Row:
     """Bind a session to an active run; claimed/starting → running."""
-    run = get_run(tx, run_id)
+    run = find_run(tx, run_id)
+    run_id = run["id"]
     if run["status"] not in ACTIVE:
         raise Conflict(
             f"run {run_id} is {run['status']}; a session can attach only to an active run",
@@ -599,7 +620,8 @@ def complete_run(
     ``token_hash`` None is the operator override (``runs.complete``).
     """
     if token_hash is None:
-        run = get_run(tx, run_id)
+        run = find_run(tx, run_id)
+        run_id = run["id"]
         _require_active(run, "completed")
     else:
         run = fenced(tx, run_id, token_hash, replay_reason="completed")
@@ -640,7 +662,8 @@ def fail_run(
     """Fail a run: re-queue after backoff while attempts remain and ``retry``,
     else the run and its task are ``failed``."""
     if token_hash is None:
-        run = get_run(tx, run_id)
+        run = find_run(tx, run_id)
+        run_id = run["id"]
         _require_active(run, "failed")
     else:
         run = fenced(tx, run_id, token_hash, replay_reason="failed")
@@ -730,7 +753,8 @@ def release_run(
 
 def cancel_run(tx: Tx, caller: Caller, run_id: str, reason: str | None) -> sqlite3.Row:
     """Operator cancel of a queued or active run; its holder gets lease_lost."""
-    run = get_run(tx, run_id)
+    run = find_run(tx, run_id)
+    run_id = run["id"]
     if run["status"] not in ("queued", *ACTIVE):
         raise Conflict(
             f"run {run_id} is already {run['status']}; only a queued or active run can be canceled",
