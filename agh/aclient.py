@@ -100,6 +100,9 @@ class _Connection:
     def __init__(self, stream: anyio.abc.SocketStream) -> None:
         self.stream = stream
         self.waiters: dict[int, _Waiter] = {}
+        # Claims whose caller gave up (cancelled, timed out) after sending:
+        # a claim their late reply carries is released, not left held.
+        self.abandoned_claims: set[int] = set()
         # Why the connection ended (a fresh error each time: one exception
         # object must not be raised in several tasks); None while it is open.
         self.lost: Callable[[], AghError] | None = None
@@ -139,6 +142,25 @@ class _Connection:
             self.lost = why
         with anyio.CancelScope(shield=True):
             await self.stream.aclose()
+
+
+# Calls whose reply may hand us a claim (see _Connection.abandoned_claims).
+_CLAIMING_METHODS = frozenset({"agent.claim_next", "runs.claim"})
+
+
+def _claimed(reply: p.Reply) -> tuple[str, str] | None:
+    """(run id, token) of the claim a claim_next or runs.claim reply holds."""
+    if isinstance(reply.result, msgspec.UnsetType):
+        return None
+    try:
+        result = msgspec.json.decode(reply.result)
+    except msgspec.DecodeError:
+        return None
+    held = result.get("claim", result) if isinstance(result, dict) else None
+    if not isinstance(held, dict) or not isinstance(held.get("run"), dict):
+        return None
+    run_id, token = held["run"].get("id"), held.get("claim_token")
+    return (run_id, token) if isinstance(run_id, str) and isinstance(token, str) else None
 
 
 class AsyncClient:
@@ -239,9 +261,15 @@ class AsyncClient:
         line = _encoder.encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": payload})
         waiter = _Waiter()
         conn.waiters[rid] = waiter  # before sending: the reply may be quick
+        sent = False
         try:
             await conn.send(line + b"\n", self.socket_path)
+            sent = True
             return await waiter.wait()
+        except BaseException:
+            if sent and method in _CLAIMING_METHODS:
+                conn.abandoned_claims.add(rid)
+            raise
         finally:
             conn.waiters.pop(rid, None)
 
@@ -330,8 +358,18 @@ class AsyncClient:
                 self._notify()
             return
         waiter = conn.waiters.get(reply.id) if isinstance(reply.id, int) else None
-        if waiter is not None:  # else a reply to a call that gave up waiting
+        if waiter is not None:
             waiter.resolve(reply)
+        elif reply.id in conn.abandoned_claims:
+            conn.abandoned_claims.discard(reply.id)  # type: ignore[arg-type]
+            held = _claimed(reply)
+            if held is not None and self._tg is not None:
+                self._tg.start_soon(self._release_abandoned, *held)
+
+    async def _release_abandoned(self, run_id: str, token: str) -> None:
+        """Give back a run claimed for a caller that stopped waiting."""
+        with anyio.CancelScope(shield=True), contextlib.suppress(AghError):
+            await self.release(run_id, token, reason="claim abandoned by its caller")
 
     def _notify(self) -> None:
         self._arrived.set()

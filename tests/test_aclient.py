@@ -360,3 +360,27 @@ async def test_work_logs_asks_and_reads_messages(daemon: ThreadDaemon) -> None:
         run = (await agent.runs_get(created.run.id)).run.run
     assert [(line.level, line.message, line.step) for line in logs] == [("warn", "halfway", 2)]
     assert run.status == "completed"
+
+
+async def test_a_claim_whose_caller_gave_up_is_released_not_left_held(
+    daemon: ThreadDaemon,
+) -> None:
+    async with AsyncClient(daemon.socket, agent_name="impatient") as client:
+        with anyio.move_on_after(0.3):
+            await client.claim_next(wait_ms=5_000)  # still long-polling in aghd
+        # Work arrives after the caller left: aghd's long poll claims it and
+        # the late reply is given back at once.
+        made = await client.tasks_create("late work", start=True)
+        assert made.run is not None
+        with anyio.fail_after(10):
+            while True:
+                events = (await client.tasks_timeline(made.task.id)).timeline
+                released = [e for e in events if e.event_type == "run.released"]
+                if released:
+                    break
+                await anyio.sleep(0.05)
+        # It was claimed for the caller that left, then given back.
+        assert [e.event_type for e in events][-2:] == ["run.claimed", "run.released"]
+        run = (await client.runs_get(made.run.id)).run.run
+        assert run.status == "queued"
+        assert released and released[0].payload["reason"] == "claim abandoned by its caller"
