@@ -2,7 +2,8 @@
 Shared by the CLI and the daemon, so both pick the same paths.
 
 The socket lives in ``$XDG_RUNTIME_DIR/agh/``. Without ``XDG_RUNTIME_DIR``
-(a cron job, ``su``, some containers) it falls back to ``<tmp>/agh-<uid>/``,
+(a cron job, ``su``, some containers) it is ``/run/user/<uid>/agh/`` when
+that user runtime directory exists (private, ours), else ``<tmp>/agh-<uid>/``,
 as tmux does: a directory private to the user, which aghd creates with mode
 0700 and refuses to use when another user owns it or can enter it
 (``aghd.files.private_socket_dir``); the client checks the peer's uid
@@ -13,6 +14,7 @@ directory between users, hence ours.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 
 
@@ -21,7 +23,18 @@ def runtime_dir() -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg):
         return os.path.join(xdg, "agh")
-    return os.path.join(tempfile.gettempdir(), f"agh-{os.getuid()}")
+    # What XDG_RUNTIME_DIR would have been (systemd-logind makes it): a
+    # session without the variable (cron, su, ssh) must still find the
+    # aghd that systemd runs at %t/agh/agh.sock, not start a second one.
+    uid = os.getuid()
+    logind = f"/run/user/{uid}"
+    try:
+        st = os.stat(logind)
+    except OSError:
+        st = None
+    if st is not None and st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700:
+        return os.path.join(logind, "agh")
+    return os.path.join(tempfile.gettempdir(), f"agh-{uid}")
 
 
 def default_socket_path() -> str:
