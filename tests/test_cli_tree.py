@@ -211,3 +211,28 @@ def test_help_imports_only_what_it_prints(args: list[str]) -> None:
         module = REGISTRY.entries[args[0]].target.split(":")[0]
         assert f"agh.cli.{module}" in commands
         assert "agh.client" not in modules
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["ls", "--socket", "S", "-q"], ["--socket", "S", "ls", "-q"]),
+        (["ls", "--socket=S"], ["--socket=S", "ls"]),
+        (["--socket", "S", "ls"], ["--socket", "S", "ls"]),
+        (["ls", "--", "--socket", "S"], ["ls", "--", "--socket", "S"]),
+        # A command that runs another: agh's options end at its first word.
+        (
+            ["worker", "--name", "w", "--socket", "S", "sh", "-c", "x", "--socket", "T"],
+            ["--socket", "S", "worker", "--name", "w", "sh", "-c", "x", "--socket", "T"],
+        ),
+        (
+            ["worker", "--once", "cat", "--socket", "T"],
+            ["worker", "--once", "cat", "--socket", "T"],
+        ),
+    ],
+)
+def test_global_options_are_hoisted_but_never_out_of_a_workers_command(
+    args: list[str], expected: list[str]
+) -> None:
+    assert isinstance(main, click.Group)
+    assert main.hoist_global_options(click.Context(main), args) == expected  # type: ignore[attr-defined]

@@ -145,6 +145,7 @@ REGISTRY = Registry(
             "worker:worker",
             "Run a command for every claimed run: a leased worker in one line.",
             section=AGENTS,
+            runs_command=True,
         ),
         "run": E(
             "runs:run",

@@ -32,6 +32,9 @@ class Entry:
     aliases: tuple[str, ...] = ()
     hidden: bool = False
     section: str = "Commands"
+    # It runs another command given as its arguments (agh worker -- CMD):
+    # the words after its first argument are that command's, not agh's.
+    runs_command: bool = False
 
 
 @dataclass
@@ -113,30 +116,48 @@ class LazyGroup(SafeGroup):
         return command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, self.hoist_global_options(args))
+        return super().parse_args(ctx, self.hoist_global_options(ctx, args))
 
-    def hoist_global_options(self, args: list[str]) -> list[str]:
+    def hoist_global_options(self, ctx: click.Context, args: list[str]) -> list[str]:
         """``agh ls --socket S`` → ``agh --socket S ls``: global options
-        anywhere before a ``--`` move to the front."""
+        anywhere before a ``--`` move to the front; for a command that runs
+        another (``agh worker sh -c …``), only those before that command's
+        first argument: from there on the words are the other command's."""
         front: list[str] = []
-        rest: list[str] = []
         i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            step = 2 if self.global_options.get(args[i]) else 1  # the root's own
+            front.extend(args[i : i + step])
+            i += step
+        if i >= len(args):
+            return front
+        rest = [args[i]]  # the command
+        name = self.registry.canonical(args[i])
+        value_options: set[str] | None = None
+        if name is not None and self.registry.entries[name].runs_command:
+            command = self.get_command(ctx, name)
+            assert command is not None
+            value_options = {
+                opt
+                for param in command.params
+                if isinstance(param, click.Option) and not param.is_flag
+                for opt in param.opts
+            }
+        i += 1
         while i < len(args):
             arg = args[i]
-            if arg == "--":
+            option, has_value = arg.split("=", 1)[0], "=" in arg
+            if arg == "--" or (value_options is not None and not arg.startswith("-")):
                 rest.extend(args[i:])
                 break
-            name = arg.split("=", 1)[0]
-            if name in self.global_options and rest:
-                takes_value = self.global_options[name]
-                if takes_value and "=" not in arg and i + 1 < len(args):
-                    front.extend(args[i : i + 2])
-                    i += 2
-                    continue
-                front.append(arg)
+            if option in self.global_options:
+                width = 2 if self.global_options[option] and not has_value else 1
+                front.extend(args[i : i + width])
             else:
-                rest.append(arg)
-            i += 1
+                # An option's value is not the other command's first word.
+                width = 2 if value_options and option in value_options and not has_value else 1
+                rest.extend(args[i : i + width])
+            i += width
         return front + rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
