@@ -236,3 +236,31 @@ def test_global_options_are_hoisted_but_never_out_of_a_workers_command(
 ) -> None:
     assert isinstance(main, click.Group)
     assert main.hoist_global_options(click.Context(main), args) == expected  # type: ignore[attr-defined]
+
+
+def test_ctrl_c_while_a_command_waits_exits_130_quietly(daemon: Any) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agh.cli",
+            "--socket",
+            daemon.socket,
+            "agent",
+            "claim",
+            "--wait",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_environ(),
+    )
+    import signal
+    import time
+
+    time.sleep(0.8)  # in its long poll
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert "Aborted" not in err and "Traceback" not in err

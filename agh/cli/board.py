@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agh.cli.connect import connect, socket_path
-from agh.cli.options import CLOSED_STATUSES, interruptible, json_option, workspace_ref
+from agh.cli.options import CLOSED_STATUSES, json_option, workspace_ref
 from agh.cli.output import (
     age,
     emit_json,
@@ -851,7 +851,7 @@ def board(
     }
     state = Board(filters, channel)
     live = not (once or as_json) and sys.stdin.isatty() and sys.stdout.isatty()
-    with interruptible(), connect(ctx) as client:
+    with connect(ctx) as client:
         if live:
             run_live(ctx, client, state, title_of(workspace, channel), limit, completed_for)
             return

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from agh.cli.exits import EXIT_OK, report_error
+from agh.cli.exits import EXIT_INTERRUPTED, EXIT_OK, report_error
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,11 @@ class LazyGroup(SafeGroup):
             return super().invoke(ctx)
         except AghError as exc:
             raise click.exceptions.Exit(report_error(exc)) from None
+        except KeyboardInterrupt:
+            # Ctrl-C while a command waits: 130 as shells report it, quietly
+            # (not click's "Aborted!" and 1). Views that quit on Ctrl-C (board,
+            # dashboard --watch) catch it themselves and exit 0.
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             # `agh ls | head`: the reader left; not an error worth a traceback.
             # Point stdout at /dev/null so the interpreter's final flush is quiet.

@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from agh.cli.exits import EXIT_INTERRUPTED, fail
+from agh.cli.exits import fail
 
 PRIORITIES = ("low", "medium", "high", "urgent")
 
@@ -175,15 +174,6 @@ def group_json(ctx: click.Context, as_json: bool) -> bool:
 
 LOG_LEVELS = ("debug", "info", "warn", "error")  # least to most severe
 RUN_END_STATUSES = ("completed", "failed", "canceled")
-
-
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """Ctrl-C ends a stream quietly with exit 130, no traceback, no "Aborted!"."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 INBOX_LANES = ("my_work", "approvals", "failed_runs", "blocked", "archived")

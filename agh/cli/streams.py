@@ -21,7 +21,6 @@ from agh.cli.options import (
     CLOSED_STATUSES,
     LOG_LEVELS,
     RUN_END_STATUSES,
-    interruptible,
     json_option,
     workspace_ref,
 )
@@ -184,7 +183,7 @@ def watch(ctx: click.Context, task_id: str, as_json: bool) -> None:
       agh watch T-42 && echo done
       agh watch T-42 --json | jq -c '.timeline | {sequence, event_type}'
     """
-    with interruptible(), connect(ctx) as client:
+    with connect(ctx) as client:
         status = follow_task(client, task_id, as_json)
     if status != "completed":
         click.echo(f"agh: {task_id} is {status}", err=True)
@@ -321,7 +320,7 @@ def logs(
       agh logs T-42 --follow --limit 20
     """
     filters = {k: v for k, v in (("level", level), ("step", step)) if v is not None}
-    with interruptible(), connect(ctx) as client:
+    with connect(ctx) as client:
         first = client.runs_logs(ref, limit=PAGE, **filters)  # resolves a task to its run
         run_id = first.run_id
         lines, last_id = list(first.logs), first.next_after
@@ -400,7 +399,7 @@ def events(
         )
         if v is not None
     }
-    with interruptible(), connect(ctx) as client:
+    with connect(ctx) as client:
         stream_events(client, filters, after, follow)
 
 

@@ -27,7 +27,6 @@ from agh.cli.options import (
     PRIORITIES,
     TASK_STATUSES,
     confirm_or_stop,
-    interruptible,
     json_option,
     require_confirmation,
     run_options,
@@ -695,7 +694,7 @@ def wait(ctx: click.Context, task_ids: tuple[str, ...], quiet: bool, as_json: bo
       agh wait T-1 T-2 && echo "all done"
       id=$(agh add "Build the docs" -q) && agh wait "$id"
     """
-    with connect(ctx) as client, interruptible():
+    with connect(ctx) as client:
         closed = wait_closed(
             client, task_ids, lambda t: None if quiet else report_closed(t, as_json)
         )
