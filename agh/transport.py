@@ -68,15 +68,12 @@ def permission_message(path: str) -> str:
     )
 
 
-# What a connect() to the socket may raise that means "no usable aghd here";
-# anything else (EMFILE, a path too long...) is the caller's own problem.
-CONNECT_ERRORS = (
-    FileNotFoundError,
-    ConnectionRefusedError,
-    PermissionError,
-    TimeoutError,
-    BlockingIOError,
-)
+# What a connect() to the socket may raise: each means "no usable aghd
+# there", and connect_error says which (never a traceback for a bad path).
+CONNECT_ERRORS = (OSError,)
+
+# sun_path is 108 bytes on Linux, the last one the terminating NUL.
+_MAX_SOCKET_PATH = 107
 
 
 def hello_fields(
@@ -101,7 +98,7 @@ def hello_fields(
 
 
 def connect_error(path: str, exc: OSError, timeout: float | None) -> DaemonUnreachable:
-    """The error for a connect() to ``path`` that raised one of CONNECT_ERRORS."""
+    """The error for a connect() to ``path`` that raised ``exc``."""
     if isinstance(exc, FileNotFoundError):
         return DaemonUnreachable(unreachable_message(path, "no socket"), {"cause": "not_running"})
     if isinstance(exc, ConnectionRefusedError):
@@ -109,8 +106,22 @@ def connect_error(path: str, exc: OSError, timeout: float | None) -> DaemonUnrea
         return DaemonUnreachable(unreachable_message(path, reason), {"cause": "not_running"})
     if isinstance(exc, PermissionError):
         return DaemonUnreachable(permission_message(path), {"cause": "permission"})
-    # The daemon's accept backlog stayed full, or it never accepted in time.
-    return no_answer(path, timeout)
+    if isinstance(exc, TimeoutError | BlockingIOError):
+        # The daemon's accept backlog stayed full, or it never accepted in time.
+        return no_answer(path, timeout)
+    # Not a socket we can use at all (a path too long, not a socket, ...):
+    # starting a daemon would not help either.
+    size = len(os.fsencode(path))
+    step = (
+        f"the path is {size} bytes and the limit is {_MAX_SOCKET_PATH}: choose a shorter one"
+        if size > _MAX_SOCKET_PATH
+        else "check the path"
+    )
+    return DaemonUnreachable(
+        f"cannot connect to the socket {path} ({exc.strerror or exc}); {step} "
+        "(--socket or AGH_SOCKET)",
+        {"cause": "bad_socket"},
+    )
 
 
 def check_daemon_uid(sock: socket.socket, path: str) -> None:

@@ -5,6 +5,7 @@ the command, and ``--help`` that imports only what it prints."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -264,3 +265,11 @@ def test_ctrl_c_while_a_command_waits_exits_130_quietly(daemon: Any) -> None:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 130
     assert "Aborted" not in err and "Traceback" not in err
+
+
+def test_a_socket_path_too_long_is_a_clear_error_not_a_traceback(short_dir: str) -> None:
+    path = os.path.join(short_dir, "d" * 120, "agh.sock")
+    result = invoke("--socket", path, "ls", env={"AGH_AUTOSTART": "1"})
+    assert result.exit_code == 69
+    assert "bytes and the limit is 107: choose a shorter one" in result.stderr
+    assert "started aghd" not in result.stderr  # no daemon is started for it
