@@ -587,6 +587,7 @@ class _Run:
         self.worker = slot.worker
         self.options = slot.options
         self.claim = claim
+        self.messages_failing = False  # said once until a write works again
         self.run_id = claim.run.id
         self.token = claim.claim_token
         self.ident = claim.task.identifier
@@ -624,7 +625,13 @@ class _Run:
                     f"could not start {self.options.command[0]!r}: {exc.strerror or exc}; "
                     "the run was released. Check the command and its permissions."
                 ) from None
-            self._tend(child, messages)
+            try:
+                self._tend(child, messages)
+            except BaseException:
+                # A bug while tending must not leave the command running
+                # unsupervised (the run would stay claimed until its lease ends).
+                child.signal_group(signal.SIGKILL)
+                raise
             return self._finish(child.proc.returncode, time.monotonic() - started)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -806,10 +813,19 @@ class _Run:
             return
         # Opened per batch, so a command may truncate or remove the file;
         # re-created private if it did.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "ab") as f:
-            for message in got.messages:
-                f.write(msgspec.json.encode(message) + b"\n")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as f:
+                for message in got.messages:
+                    f.write(msgspec.json.encode(message) + b"\n")
+        except OSError as exc:
+            # The disk is full, or the command removed the directory: say so
+            # and try again on the next poll (the messages stay in aghd).
+            if not self.messages_failing:
+                self.worker.say(f"{self.ident} cannot write $AGH_MESSAGES ({exc.strerror or exc})")
+            self.messages_failing = True
+            return
+        self.messages_failing = False
         self.messages_after = got.next_after
 
     # -- the finish ---------------------------------------------------------------

@@ -154,17 +154,19 @@ def test_run_show_claim_start_complete(agh: Agh, client: Client) -> None:
     claimed = ok_json(agh("run", "claim", run_id, "--lease", "60", "--json"))
     assert claimed["run"]["status"] == "claimed" and claimed["claim_token"]
     assert agh("run", "start", run_id).stdout.startswith(f"{run_id}  starting")
-    done = agh("run", "complete", run_id, "--result", '{"by": "hand"}')
+    refused = agh("run", "complete", run_id)  # no terminal to ask on: --yes required
+    assert refused.exit_code == 2 and "--yes" in refused.stderr
+    done = agh("run", "complete", run_id, "--result", '{"by": "hand"}', "--yes")
     assert done.exit_code == 0 and "completed" in done.stdout
     assert client.runs_get(run_id).run.run.result == {"by": "hand"}
-    assert agh("run", "complete", run_id).exit_code == 4  # already ended
+    assert agh("run", "complete", run_id, "-y").exit_code == 4  # already ended
 
 
 def test_run_fail_and_cancel(agh: Agh, client: Client) -> None:
     failing = client.tasks_create("to fail", start=True).run
-    assert agh("run", "fail", failing.id, "--error", "not claimed").exit_code == 4
+    assert agh("run", "fail", failing.id, "--error", "not claimed", "-y").exit_code == 4
     assert agh("run", "claim", failing.id).exit_code == 0
-    assert agh("run", "fail", failing.id, "--error", "bad input").exit_code == 0
+    assert agh("run", "fail", failing.id, "--error", "bad input", "-y").exit_code == 0
     assert client.runs_get(failing.id).run.run.error == "bad input"
     canceled = client.tasks_create("to cancel", start=True).run
     refused = agh("run", "cancel", canceled.id)  # no terminal: --yes required

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agh.cli.connect import connect, daemon_log_path, socket_path, start_daemon
-from agh.cli.exits import EXIT_UNAVAILABLE, fail
+from agh.cli.exits import EXIT_FORBIDDEN, EXIT_UNAVAILABLE, fail
 from agh.cli.group import SafeGroup
 from agh.cli.options import json_option
 from agh.cli.output import age, emit_json, format_fields, format_table, status_text
@@ -131,6 +131,12 @@ def stop(ctx: click.Context) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
+    except PermissionError:
+        fail(
+            f"aghd (pid {pid}) on {path} is not yours to stop; ask its owner, "
+            "or `systemctl stop` it as them",
+            EXIT_FORBIDDEN,
+        )
     deadline = time.monotonic() + _STOP_TIMEOUT_S
     while pid_alive(pid):
         if time.monotonic() > deadline:
@@ -168,7 +174,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     \b
     Example:
       agh daemon status
-      agh daemon status --json | jq .dashboard.totals
+      agh daemon status --json | jq .totals
     """
     from agh.errors import DaemonUnreachable
 

@@ -16,7 +16,14 @@ import click
 from agh.cli.connect import connect
 from agh.cli.group import SafeGroup
 from agh.cli.names import run_agent
-from agh.cli.options import JSON, json_option, require_confirmation, seconds_to_ms, yes_option
+from agh.cli.options import (
+    JSON,
+    confirm_or_stop,
+    json_option,
+    require_confirmation,
+    seconds_to_ms,
+    yes_option,
+)
 from agh.cli.output import age, emit_json, format_fields, json_text, status_text
 
 if TYPE_CHECKING:
@@ -183,16 +190,22 @@ def start(ctx: click.Context, run_id: str, idempotency_key: str | None, as_json:
 @run.command("complete")
 @run_argument
 @click.option("--result", "result_", type=JSON, metavar="JSON", help="JSON result of the run.")
+@yes_option
 @json_option
 @click.pass_context
-def complete(ctx: click.Context, run_id: str, result_: Any, as_json: bool) -> None:
+def complete(ctx: click.Context, run_id: str, result_: Any, yes: bool, as_json: bool) -> None:
     """Mark a claimed or running run completed by hand, with a JSON result.
+
+    Overrides the agent holding it, which gets lease_lost on its next
+    call. Without --yes, asks first; when stdin is not a terminal, --yes
+    is required (exit 2 without it).
 
     \b
     Example:
-      agh run complete run_01J… --result '{"done_by": "hand"}'
+      agh run complete run_01J… --result '{"done_by": "hand"}' --yes
     """
     with connect(ctx) as client:
+        confirm_override(ctx, client, run_id, yes, "complete")
         result = client.runs_complete(run_id, result=result_)
     emit_run(result, as_json)
 
@@ -200,18 +213,36 @@ def complete(ctx: click.Context, run_id: str, result_: Any, as_json: bool) -> No
 @run.command("fail")
 @run_argument
 @click.option("--error", metavar="MSG", required=True, help="What went wrong.")
+@yes_option
 @json_option
 @click.pass_context
-def fail(ctx: click.Context, run_id: str, error: str, as_json: bool) -> None:
+def fail(ctx: click.Context, run_id: str, error: str, yes: bool, as_json: bool) -> None:
     """Mark a claimed or running run failed by hand (no retry).
+
+    Overrides the agent holding it, which gets lease_lost on its next
+    call. Without --yes, asks first; when stdin is not a terminal, --yes
+    is required (exit 2 without it).
 
     \b
     Example:
-      agh run fail run_01J… --error "agent crashed, giving up"
+      agh run fail run_01J… --error "agent crashed, giving up" -y
     """
     with connect(ctx) as client:
+        confirm_override(ctx, client, run_id, yes, "fail")
         result = client.runs_fail(run_id, error=error)
     emit_run(result, as_json)
+
+
+def confirm_override(ctx: click.Context, client: Client, run_id: str, yes: bool, verb: str) -> None:
+    """Ask before ending a run by hand, naming who holds it."""
+    if not require_confirmation(ctx, yes, f"{verb} run {run_id} by hand"):
+        return
+    detail = client.runs_get(run_id).run
+    confirm_or_stop(
+        f"{verb.capitalize()} run {detail.run.id} of {detail.task.identifier} "
+        f"({detail.run.status}, agent {agent_label(detail.run, detail.session)})?",
+        f"run {run_id} left as it is",
+    )
 
 
 @run.command("cancel")
@@ -230,16 +261,7 @@ def cancel(ctx: click.Context, run_id: str, reason: str | None, yes: bool, as_js
     Example:
       agh run cancel run_01J… --reason "wrong branch" --yes
     """
-    from agh.cli.options import confirm_or_stop
-
-    ask = require_confirmation(ctx, yes, f"cancel run {run_id}")
     with connect(ctx) as client:
-        if ask:
-            detail = client.runs_get(run_id).run
-            confirm_or_stop(
-                f"Cancel run {detail.run.id} of {detail.task.identifier} "
-                f"({detail.run.status}, agent {agent_label(detail.run, detail.session)})?",
-                f"run {run_id} not canceled",
-            )
+        confirm_override(ctx, client, run_id, yes, "cancel")
         result = client.runs_cancel(run_id, reason=reason)
     emit_run(result, as_json)
