@@ -35,13 +35,13 @@ from agh.cli.board import (
     QUEUED,
     RUNNING,
     Card,
-    agent_label,
     arrange,
     char_width,
     column_of,
     fit,
     render,
 )
+from agh.cli.names import run_agent
 from agh.client import Client
 from agh.tui import ERASE_BELOW, HOME, LEAVE
 from tests.conftest import ThreadDaemon, clean_environ
@@ -119,9 +119,9 @@ def test_agent_label_prefers_the_session_name() -> None:
         session_id="ses_0123456789abcdef",
         claimed_by=p.Actor("agent_session", "ses_0123456789abcdef"),
     )
-    assert agent_label(run, {"ses_0123456789abcdef": "coder-1"}) == "coder-1"
+    assert run_agent(run, {"ses_0123456789abcdef": "coder-1"}) == "coder-1"
     # A session with no name at all: a short id, not the whole of it.
-    assert agent_label(run, {"ses_0123456789abcdef": None}) == "ses_01234567"
+    assert run_agent(run, {"ses_0123456789abcdef": None}) == "ses_01234567"
     human = p.Run(
         attempt=1,
         id="run_2",
@@ -129,8 +129,8 @@ def test_agent_label_prefers_the_session_name() -> None:
         task_id="task_2",
         claimed_by=p.Actor("human", "ana"),
     )
-    assert agent_label(human, {}) == "ana"
-    assert agent_label(None, {}) is None
+    assert run_agent(human, {}) == "human:ana"
+    assert run_agent(None, {}) is None
 
 
 def test_arrange_orders_windows_and_limits() -> None:

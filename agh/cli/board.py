@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agh.cli.connect import connect, socket_path
+from agh.cli.names import connected_names, run_agent, session_of
 from agh.cli.options import CLOSED_STATUSES, json_option, workspace_ref
 from agh.cli.output import (
     age,
@@ -137,32 +138,6 @@ class Column:
     name: str
     total: int  # cards in the column, shown or not
     cards: list[Card]
-
-
-def session_of(run: p.Run | None) -> str | None:
-    """The session id that claimed ``run``, if a session did."""
-    if run is None:
-        return None
-    if run.session_id:
-        return run.session_id
-    claimer = run.claimed_by
-    if claimer is not None and claimer.kind == "agent_session":
-        return claimer.ref
-    return None
-
-
-def agent_label(run: p.Run | None, names: dict[str, str | None]) -> str | None:
-    """Who works (or worked) on ``run``: its session's agent name; a
-    claimer that is not a session by its ref; a session without any name
-    by a short id."""
-    if run is None:
-        return None
-    sid = session_of(run)
-    if sid is not None:
-        name = names.get(sid)
-        return name or sid[:12]
-    claimer = run.claimed_by
-    return claimer.ref or claimer.kind if claimer is not None else None
 
 
 def card_note(item: p.TaskListItem, column: str) -> str | None:
@@ -524,7 +499,7 @@ class Board:
             except NotFound:
                 session = None
             self.names[sid] = None if session is None else session.agent_name or session.name
-        return agent_label(run, self.names)
+        return run_agent(run, self.names)
 
     def enrich(self, client: Client, cards: Iterable[Card]) -> None:
         """Find the agent of closed cards about to be shown: ``tasks.list``
@@ -537,19 +512,6 @@ class Board:
             agent = self.agent(client, runs[0]) if runs else None
             if agent and card.task_id in self.cards:
                 self.cards[card.task_id] = replace(card, agent=agent)
-
-
-def connected_names(client: Client) -> dict[str, str | None]:
-    """Agent names of the connected sessions (the ones likely on the board)."""
-    names: dict[str, str | None] = {}
-    cursor = None
-    while True:
-        page = client.sessions_list(state="connected", limit=100, cursor=cursor)
-        for s in page.sessions:
-            names[s.session_id] = s.agent_name or s.name
-        cursor = page.next_cursor
-        if cursor is None:
-            return names
 
 
 class Feed(threading.Thread):

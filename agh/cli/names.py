@@ -8,7 +8,7 @@ listing has sessions to name. Owns: that lookup. Must not: print.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,15 +32,41 @@ def agent_names(client: Client, session_ids: Iterable[str | None]) -> dict[str, 
     return names
 
 
-def run_agent(run: p.Run | None, names: dict[str, str]) -> str:
-    """Who holds a run: its agent's name, else the actor, else ``-``."""
+def connected_names(client: Client) -> dict[str, str | None]:
+    """Agent names of every connected session (those likely at work)."""
+    names: dict[str, str | None] = {}
+    cursor = None
+    while True:
+        page = client.sessions_list(state="connected", limit=100, cursor=cursor)
+        for s in page.sessions:
+            names[s.session_id] = s.agent_name or s.name
+        cursor = page.next_cursor
+        if cursor is None:
+            return names
+
+
+def session_of(run: p.Run | None) -> str | None:
+    """The session id that claimed ``run``, if a session did."""
     if run is None:
-        return "-"
-    if run.session_id and run.session_id in names:
-        return names[run.session_id]
+        return None
+    if run.session_id:
+        return run.session_id
+    claimer = run.claimed_by
+    if claimer is not None and claimer.kind == "agent_session":
+        return claimer.ref
+    return None
+
+
+def run_agent(run: p.Run | None, names: Mapping[str, str | None]) -> str | None:
+    """Who works (or worked) on ``run``: its session's agent name, else a
+    short session id; a claimer that is no session as ``kind:ref``;
+    ``None`` when nobody claimed it."""
+    if run is None:
+        return None
+    sid = session_of(run)
+    if sid is not None:
+        return names.get(sid) or sid[:12]
     actor = run.claimed_by
     if actor is None:
-        return "-"
-    if actor.ref and actor.ref in names:
-        return names[actor.ref]
+        return None
     return f"{actor.kind}:{actor.ref}" if actor.ref else actor.kind

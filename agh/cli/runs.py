@@ -53,7 +53,7 @@ def agent_label(run: p.Run, session: p.Session | None) -> str:
     names = {}
     if session is not None and (session.agent_name or session.name):
         names[session.session_id] = str(session.agent_name or session.name)
-    return run_agent(run, names)
+    return run_agent(run, names) or "-"
 
 
 def format_run_detail(detail: p.RunDetail) -> str:

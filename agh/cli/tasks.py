@@ -219,7 +219,7 @@ def ls_cell(item: p.TaskListItem, column: str, names: dict[str, str]) -> str:
         "priority": lambda: item.priority,
         "channel": lambda: item.network_channel or "-",
         "run": lambda: status_text(run.status) if run else "-",
-        "agent": lambda: run_agent(run, names),
+        "agent": lambda: run_agent(run, names) or "-",
         "attempt": lambda: f"{run.attempt}/{item.max_attempts}" if run else "-",
         "created": lambda: age(item.created_at),
         "updated": lambda: age(item.last_activity_at or item.updated_at),
@@ -409,7 +409,7 @@ def format_task_detail(
                 run.id,
                 status_text(run.status),
                 str(run.attempt),
-                run_agent(run, names or {}),
+                run_agent(run, names or {}) or "-",
                 age(run.lease_until) if run.ended_at is None and run.lease_until else "-",
                 shorten(run.error or "", 50) or "-",
             )
