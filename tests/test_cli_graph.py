@@ -223,7 +223,8 @@ def test_without_yes_and_without_a_terminal_refuses_with_exit_2(agh: Agh, comman
 def test_rm_yes_deletes_the_subtree(agh: Agh) -> None:
     root, kid, other = family(agh)
     keep = ident(add_task(agh, "unrelated"))
-    assert ok_json(agh("rm", kid, "-y", "--json")) == {"deleted": [kid]}
+    kid_id = ok_json(agh("show", kid, "--json"))["task"]["task"]["id"]
+    assert ok_json(agh("rm", kid, "-y", "--json")) == {"deleted": [kid_id]}
     result = agh("rm", root, "--yes")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == f"deleted {root}"

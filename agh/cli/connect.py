@@ -113,10 +113,14 @@ def start_daemon(path: str) -> int:
                     start_failed_message(path, log_path, status, why), {"cause": "start_failed"}
                 ) from None
             time.sleep(0.02)
-    click.echo(
-        f"agh: started aghd (pid {pid}) on {path}; log: {log_path}; stop it with `agh daemon stop`",
-        err=True,
-    )
+    if pid == proc.pid:
+        click.echo(
+            f"agh: started aghd (pid {pid}) on {path}; log: {log_path}; "
+            "stop it with `agh daemon stop`",
+            err=True,
+        )
+    else:  # another agh's start won the race; ours gave way
+        click.echo(f"agh: aghd (pid {pid}) is running on {path}", err=True)
     return pid
 
 

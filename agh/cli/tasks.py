@@ -617,7 +617,7 @@ def rm(ctx: click.Context, task_ids: tuple[str, ...], yes: bool, as_json: bool) 
     `agh cancel` it first. Tasks outside the subtree that depended on a
     deleted task lose that dependency. Without --yes, asks first; when
     stdin is not a terminal, --yes is required (exit 2 without it).
-    With --json prints {"deleted": [ids]}.
+    With --json prints {"deleted": [ids]}, the task ids (task_…).
 
     \b
     Example:
@@ -631,16 +631,19 @@ def rm(ctx: click.Context, task_ids: tuple[str, ...], yes: bool, as_json: bool) 
                 client, task_ids, "Delete", "Delete them with their runs and events, for good?"
             )
 
-        def delete(task_id: str) -> str:
-            client.tasks_delete(task_id)
-            return task_id
+        def delete(ref: str) -> p.Task:
+            # Resolved first, so the output names the task (not a prefix) and
+            # the delete is by its id.
+            task = client.tasks_get(ref).task.task
+            client.tasks_delete(task.id)
+            return task
 
         deleted = for_each_task(task_ids, delete)
     if as_json:
-        emit_json({"deleted": deleted})
+        emit_json({"deleted": [task.id for task in deleted]})
         return
-    for task_id in deleted:
-        click.echo(f"deleted {task_id}")
+    for task in deleted:
+        click.echo(f"deleted {task.identifier}")
 
 
 @click.command("send")
@@ -686,8 +689,9 @@ def wait(ctx: click.Context, task_ids: tuple[str, ...], quiet: bool, as_json: bo
     Blocks until every task is completed, failed or canceled (or deleted),
     printing each as it closes. Exits 0 when all completed, 1 when one
     failed, was canceled or was deleted, as pueue's wait does. Follows the
-    event stream, so it wakes as soon as a task closes. For a deadline,
-    run it under timeout(1): `timeout 600 agh wait T-1`.
+    event stream, so it wakes as soon as a task closes; exits 69 if aghd
+    stops meanwhile. For a deadline, run it under timeout(1): `timeout 600
+    agh wait T-1`.
 
     \b
     Example:
@@ -759,6 +763,7 @@ def wait_closed(
     return closed
 
 
-# `agh wait` reads its open tasks again this often even without events, a
-# safety net should an event never come (a bug, a daemon restart).
+# `agh wait` reads its open tasks again this often even without events: a
+# safety net should an event never come. (aghd going away ends the wait
+# with exit 69: the stream, and so the wait, cannot go on.)
 _WAIT_RECHECK_S = 30.0
