@@ -106,8 +106,6 @@ class _Heartbeat(threading.Thread):
         self._until = work.claim.lease.lease_until
 
     def run(self) -> None:
-        from agh.client import Client
-
         work = self.work
         source = work.client
         beat: Client | None = None
@@ -115,7 +113,9 @@ class _Heartbeat(threading.Thread):
             while not self.stopped.wait(beat_interval(self._until)):
                 try:
                     if beat is None:
-                        beat = Client(source.socket_path, timeout=source.timeout)
+                        # A second client of the claimer's class: this module
+                        # sits below agh.client and does not import it.
+                        beat = type(source)(source.socket_path, timeout=source.timeout)
                     lease = beat.heartbeat(work.run.id, work.claim_token, self.lease_ms).lease
                     self._until = lease.lease_until
                 except LeaseLost as exc:

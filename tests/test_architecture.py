@@ -1,0 +1,227 @@
+"""The layering of agh and aghd, checked on the source with ``ast``: which
+module may import which, and no import cycle.
+
+Every import counts, at module level or inside a function (a lazy import
+is still a dependency), except those under ``if TYPE_CHECKING:`` (never
+executed). The rules:
+
+- the client side (``agh``) never imports the daemon (``aghd``);
+- the wire types (``agh.protocol``) and the errors (``agh.errors``) import
+  only the standard library and msgspec: both sides build on them;
+- the store (``aghd.store``) imports nothing above it: no handler, server,
+  committer, stream hub or application module;
+- handlers import neither the server nor the application;
+- no cycle among the modules, but those listed in KNOWN_CYCLES, which
+  issue 11 removes one by one: the list may only shrink (a cycle that is
+  gone fails the test until its entry is deleted).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("agh", "aghd")
+
+# Strongly connected groups of modules that import each other today.
+KNOWN_CYCLES: list[frozenset[str]] = [
+    # graph.settle queues runs; runs' transitions settle the graph; tasks
+    # start workflows, which create tasks (issue 11, item 1).
+    frozenset({"aghd.store.graph", "aghd.store.runs", "aghd.store.tasks", "aghd.store.workflows"}),
+]
+
+STDLIB = set(sys.stdlib_module_names)
+ABOVE_THE_STORE = (
+    "aghd.app",
+    "aghd.server",
+    "aghd.committer",
+    "aghd.handlers",
+    "aghd.rpc",
+    "aghd.scheduler",
+    "aghd.streams",
+    "aghd.main",
+)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def sources() -> dict[str, Path]:
+    return {
+        module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    }
+
+
+def is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imported(module: str, tree: ast.Module, known: set[str]) -> Iterator[str]:
+    """Every module ``module`` imports at run time (names resolved to the
+    modules they are in, where they are modules of ours)."""
+    package = (
+        module
+        if module in known and (ROOT / module.replace(".", "/")).is_dir()
+        else (module.rpartition(".")[0])
+    )
+
+    def visit(node: ast.AST) -> Iterator[str]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and is_type_checking(child):
+                yield from (n for other in child.orelse for n in visit_one(other))
+                continue
+            yield from visit_one(child)
+
+    def visit_one(node: ast.AST) -> Iterator[str]:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                yield full if full in known else base
+        else:
+            yield from visit(node)
+
+    yield from visit(tree)
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = sources()
+    known = set(files)
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        graph[module] = {name for name in imported(module, tree, known) if name != module}
+    return graph
+
+
+def ours(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph among our modules only; ``agh.x`` importing ``agh`` (the
+    package) counts as importing ``agh/__init__.py``."""
+    return {m: {d for d in deps if d in graph} for m, deps in graph.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[frozenset[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(frozenset(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return found
+
+
+GRAPH = import_graph()
+OURS = ours(GRAPH)
+
+
+def test_the_walk_sees_the_modules_and_their_imports() -> None:
+    assert {"agh.client", "agh.cli", "aghd.app", "aghd.store.runs"} <= set(GRAPH)
+    assert "aghd.store.db" in GRAPH["aghd.store.runs"]
+    assert "agh.client" in GRAPH["agh.cli.connect"]  # a lazy import counts
+    # A TYPE_CHECKING import does not.
+    assert "agh.client" not in OURS["agh.cli.output"]
+
+
+def test_the_client_side_never_imports_the_daemon() -> None:
+    wrong = {
+        (m, d)
+        for m, deps in GRAPH.items()
+        if m.split(".")[0] == "agh"
+        for d in deps
+        if d.split(".")[0] == "aghd"
+    }
+    assert not wrong
+
+
+@pytest.mark.parametrize("module", ["agh.protocol", "agh.errors"])
+def test_the_wire_types_and_errors_import_only_the_stdlib_and_msgspec(module: str) -> None:
+    outside = {d for d in GRAPH[module] if d.split(".")[0] not in STDLIB | {"msgspec"}}
+    assert not outside, outside
+
+
+def test_the_store_imports_nothing_above_it() -> None:
+    wrong = {
+        (m, d)
+        for m, deps in GRAPH.items()
+        if m.startswith("aghd.store")
+        for d in deps
+        if d.startswith(ABOVE_THE_STORE)
+    }
+    assert not wrong
+
+
+def test_handlers_import_neither_the_server_nor_the_application() -> None:
+    wrong = {
+        (m, d)
+        for m, deps in GRAPH.items()
+        if m.startswith("aghd.handlers")
+        for d in deps
+        if d.startswith(("aghd.app", "aghd.server", "aghd.main"))
+    }
+    assert not wrong
+
+
+def test_no_import_cycle_but_the_known_ones() -> None:
+    found = cycles(OURS)
+    assert sorted(map(sorted, found)) == sorted(map(sorted, KNOWN_CYCLES))
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset({"a", "b", "c"})]
+
+
+def test_one_version_everywhere() -> None:
+    import tomllib
+
+    from agh import __version__
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    for page in (ROOT / "man").glob("*.[1-9]"):
+        header = next(line for line in page.read_text().splitlines() if line.startswith(".TH"))
+        assert f'"agh {__version__}"' in header, page.name
