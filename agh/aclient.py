@@ -37,8 +37,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -58,6 +57,9 @@ from agh.transport import (
     no_answer,
 )
 from agh.work import Held, beat_interval
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 R = TypeVar("R")
 
@@ -361,7 +363,7 @@ class AsyncClient:
         if waiter is not None:
             waiter.resolve(reply)
         elif reply.id in conn.abandoned_claims:
-            conn.abandoned_claims.discard(reply.id)  # type: ignore[arg-type]
+            conn.abandoned_claims.discard(reply.id)
             held = _claimed(reply)
             if held is not None and self._tg is not None:
                 self._tg.start_soon(self._release_abandoned, *held)

@@ -46,7 +46,6 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -68,6 +67,7 @@ from agh.errors import (
 from agh.work import BEATS_PER_LEASE, MIN_BEAT_INTERVAL_S
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from types import FrameType
 
     from agh import protocol as p

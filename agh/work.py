@@ -28,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from agh import protocol as p
 from agh.errors import AghError, DaemonUnreachable, LeaseLost
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from agh import protocol as p
     from agh.client import Client
 
 # Heartbeat this often within the lease: two beats may be missed before it ends.

@@ -15,7 +15,7 @@ import resource
 import signal
 import sqlite3
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -25,15 +25,17 @@ from agh import __version__
 from agh.errors import AghError
 from aghd import files
 from aghd.committer import Committer
-from aghd.config import Config
 from aghd.files import StartupError
-from aghd.rpc import ConnectionState
 from aghd.scheduler import Scheduler, WorkSignal
 from aghd.server import Server
 from aghd.store import runs as runs_store
 from aghd.store import sessions as sessions_store
 from aghd.store.db import DAEMON, Caller, Committed, DatabaseDamaged, Tx, now_ms, storage_error
 from aghd.streams import Hub
+
+if TYPE_CHECKING:
+    from aghd.config import Config
+    from aghd.rpc import ConnectionState
 
 log = logging.getLogger("aghd")
 
@@ -174,7 +176,8 @@ def acquire_locks(config: Config) -> list[int]:
 
 
 async def _bind(socket_path: str) -> anyio.abc.SocketListener:
-    if os.path.lexists(socket_path):
+    # Start-up, before anything is served: a blocking stat harms no one.
+    if os.path.lexists(socket_path):  # noqa: ASYNC240
         # We hold the lock in a directory only we can write, so no live
         # daemon owns this: a crashed one left it.
         if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):

@@ -25,8 +25,7 @@ import contextvars
 import logging
 import queue
 import sqlite3
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -39,6 +38,9 @@ from aghd.store.db import (
     open_connection,
     storage_error,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger("aghd.committer")
 

@@ -82,10 +82,14 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 
 
-def method(name: str, params_type: type[P]) -> Callable[[Handler], Handler]:
-    """Register ``handler`` as the implementation of JSON-RPC method ``name``."""
+H = TypeVar("H", bound=Handler)
 
-    def register(handler: Handler) -> Handler:
+
+def method(name: str, params_type: type[P]) -> Callable[[H], H]:
+    """Register ``handler`` as the implementation of JSON-RPC method ``name``;
+    the handler keeps its own type, so a handler calling another stays typed."""
+
+    def register(handler: H) -> H:
         if name in REGISTRY:
             raise RuntimeError(f"method {name} registered twice")
         REGISTRY[name] = Method(name, handler, msgspec.json.Decoder(params_type))

@@ -9,14 +9,16 @@ earlier deadline pokes it awake. ``max_sleep`` is only a safety net.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from agh.errors import AghError
 from aghd.store import runs as runs_store
 from aghd.store.db import DAEMON, now_ms
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("aghd.scheduler")
 

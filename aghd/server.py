@@ -21,12 +21,12 @@ import pwd
 import re
 import socket
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
 import msgspec
+from msgspec import UnsetType
 
 from agh.errors import (
     AghError,
@@ -36,11 +36,13 @@ from agh.errors import (
     MethodNotFound,
     ParseError,
 )
-from agh.protocol import Request, Response, UnsetType, any_decoder, encoder, request_decoder
+from agh.protocol import Request, Response, any_decoder, encoder, request_decoder
 from aghd.committer import read_gate
 from aghd.rpc import REGISTRY, ConnectionState, Context, decode_params
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aghd.app import Daemon
 
 log = logging.getLogger("aghd.server")
@@ -152,7 +154,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence the cast.
-        self.transport = tr = cast(asyncio.Transport, transport)
+        self.transport = tr = cast("asyncio.Transport", transport)
         peer = self.server.peer(tr.get_extra_info("socket"))
         if peer is None:
             tr.abort()
@@ -386,7 +388,9 @@ class Server:
                 if conn.transport is not None:
                     conn.transport.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                while self.connections:
+                # Shutdown only, for at most 2 s: a poll is simpler than an
+                # event set by the last connection to go.
+                while self.connections:  # noqa: ASYNC110
                     await anyio.sleep(0.01)
             for conn in list(self.connections):
                 if conn.transport is not None:

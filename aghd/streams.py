@@ -14,9 +14,8 @@ the subscriber resubscribes from its last sequence.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -25,9 +24,13 @@ from agh import protocol as p
 from agh.errors import AghError, InternalError, NotFound
 from aghd import views
 from aghd.committer import read_gate
-from aghd.rpc import ConnectionState
 from aghd.store import events as events_store
 from aghd.store.db import Tx, new_id
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aghd.rpc import ConnectionState
 
 log = logging.getLogger("aghd.streams")
 

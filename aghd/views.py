@@ -6,14 +6,17 @@ milliseconds.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh import protocol as p
 from aghd.store.db import event_id, from_json
-from aghd.store.events import TimelineEntry
 from aghd.timefmt import ts
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Callable
+
+    from aghd.store.events import TimelineEntry
 
 _MESSAGE_KINDS = ["input", "status", "question"]
 

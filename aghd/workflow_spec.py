@@ -173,19 +173,19 @@ def to_plan(wf: Workflow) -> WorkflowPlan:
             id=s.id,
             title=s.title,
             description=s.description,
-            action=cast(Any, s.action),
+            action=cast("Any", s.action),
             tool=s.tool,
             inputs=s.inputs,
             depends_on=list(s.depends_on),
             conditions=[
-                StepCondition(field=c.field, op=cast(Any, c.op), value=c.value)
+                StepCondition(field=c.field, op=cast("Any", c.op), value=c.value)
                 for c in s.conditions
             ],
             parent=s.parent,
             level=level_of.get(s.id),
-            priority=cast(Any, s.priority),
+            priority=cast("Any", s.priority),
             network_channel=s.network_channel,
-            approval=cast(Any, s.approval),
+            approval=cast("Any", s.approval),
             max_attempts=s.max_attempts,
             metadata=s.metadata,
             task_ref=s.task_ref,
@@ -330,7 +330,7 @@ class _Reader:
                 return _Node([self.convert(item, depth + 1) for item in node.value], line, column)
             if node.tag != _MAP:
                 self._bad_tag(node, line, column)
-            return self.mapping(cast(yaml.MappingNode, node), depth, line, column)
+            return self.mapping(cast("yaml.MappingNode", node), depth, line, column)
         finally:
             self.active.discard(id(node))
 

@@ -82,9 +82,8 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -93,6 +92,9 @@ if ROOT not in sys.path:
 from agh import errors  # noqa: E402
 from agh.client import Client  # noqa: E402
 from aghd.tokens import hash_token  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 ACTIVE = ("claimed", "starting", "running")
 OPEN = ("queued", *ACTIVE)

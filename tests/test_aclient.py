@@ -18,7 +18,8 @@ import pytest
 from agh import _gen_async, errors
 from agh.aclient import AsyncClient
 from agh.client import Client
-from tests.conftest import ThreadDaemon, clean_environ, wait_run_status
+from tests.helpers.cli import clean_environ
+from tests.helpers.daemons import ThreadDaemon, wait_run_status
 
 pytestmark = pytest.mark.anyio
 

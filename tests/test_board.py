@@ -20,8 +20,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import pytest
 
@@ -42,9 +41,14 @@ from agh.cli.board import (
     render,
 )
 from agh.cli.names import run_agent
-from agh.client import Client
 from agh.tui import ERASE_BELOW, HOME, LEAVE
-from tests.conftest import ThreadDaemon, clean_environ
+from tests.helpers.cli import clean_environ
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 NOW = dt.datetime(2026, 1, 2, 12, 0, tzinfo=dt.UTC)

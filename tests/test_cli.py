@@ -8,12 +8,10 @@ import socket
 import subprocess
 import sys
 import typing
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
-from click.testing import Result
 
 from agh import __version__
 from agh import protocol as p
@@ -22,9 +20,7 @@ from agh.cli.options import PRIORITIES, TASK_STATUSES, workspace_ref
 from agh.cli.output import format_table
 from agh.client import Client
 from agh.errors import DaemonUnreachable
-from tests.conftest import clean_environ, invoke
-
-Agh = Callable[..., Result]
+from tests.helpers.cli import Agh, add_task, claim, clean_environ, invoke, ok_json
 
 
 def listed(agh: Agh, *args: str) -> list[str]:
@@ -32,21 +28,6 @@ def listed(agh: Agh, *args: str) -> list[str]:
     result = agh("ls", "-c", "identifier", *args)
     assert result.exit_code == 0, result.stderr
     return result.stdout.split()[1:]
-
-
-def ok_json(result: Result) -> Any:
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return json.loads(result.stdout)
-
-
-def add_task(agh: Agh, *args: str) -> dict[str, Any]:
-    return ok_json(agh("add", *args, "--json"))  # type: ignore[no-any-return]
-
-
-def claim(agh: Agh, *args: str) -> dict[str, Any]:
-    got = ok_json(agh("claim", "--json", *args))["claim"]
-    assert got is not None
-    return got  # type: ignore[no-any-return]
 
 
 def seconds_between(earlier: str, later: str) -> float:

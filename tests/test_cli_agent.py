@@ -9,13 +9,14 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agh.client import Client
-from tests.conftest import clean_environ
-from tests.test_cli import Agh, ok_json
+from tests.helpers.cli import Agh, clean_environ, ok_json
+
+if TYPE_CHECKING:
+    from agh.client import Client
 
 
 def test_claim_with_a_name_is_claimed_by_that_agent_session(agh: Agh, client: Client) -> None:

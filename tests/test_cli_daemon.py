@@ -11,12 +11,15 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from agh.cli.daemon import pid_alive
-from tests.conftest import clean_environ
+from tests.helpers.cli import clean_environ
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import typing
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,12 @@ from click.testing import CliRunner
 from agh import protocol as p
 from agh.cli import main
 from agh.cli.options import ACTIVE_RUN_STATUSES, CLOSED_STATUSES, TASK_STATUSES
-from tests.conftest import ThreadDaemon, clean_environ
-from tests.test_cli import Agh, add_task, claim, ok_json
+from tests.helpers.cli import Agh, add_task, claim, clean_environ, ok_json
+
+if typing.TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.helpers.daemons import ThreadDaemon
 
 PIPELINE = """\
 name: Deploy Pipeline

@@ -8,14 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 
-from agh.client import Client
-from tests.conftest import clean_environ
-from tests.test_cli import Agh, ok_json
+from tests.helpers.cli import Agh, clean_environ, ok_json
+
+if TYPE_CHECKING:
+    from agh.client import Client
 
 
 def rpc(value: Any) -> Any:

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -27,9 +26,13 @@ from agh.cli.observe import format_dashboard
 from agh.cli.options import INBOX_LANES, LOG_LEVELS
 from agh.cli.output import duration
 from agh.cli.streams import LogFollow, follow_logs, timeline_line
-from agh.client import Client
-from tests.conftest import CLEAN_ENV, ThreadDaemon, clean_environ
-from tests.test_cli import Agh, ok_json
+from tests.helpers.cli import CLEAN_ENV, Agh, clean_environ, ok_json
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 
 class Spawned:

@@ -10,14 +10,15 @@ import re
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from agh.cli.output import age, format_table
-from agh.client import Client
-from tests.conftest import clean_environ
-from tests.test_cli import Agh, ok_json
+from tests.helpers.cli import Agh, clean_environ, ok_json
+
+if TYPE_CHECKING:
+    from agh.client import Client
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

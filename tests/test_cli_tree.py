@@ -9,15 +9,17 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import pytest
 
 from agh.cli import REGISTRY, main
 from agh.cli.group import SafeGroup
-from tests.conftest import clean_environ, invoke
+from tests.helpers.cli import clean_environ, invoke
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # Commands that print no data (they act, follow a terminal, or run others).
 NO_DATA = {

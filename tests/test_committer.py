@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from agh.errors import Conflict, InternalError
 from aghd.committer import Committer
-from aghd.store.db import Tx
+
+if TYPE_CHECKING:
+    from aghd.store.db import Tx
 
 
 @pytest.fixture

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from typing import Any
-
-from conftest import RawConn, ThreadDaemon
+from typing import TYPE_CHECKING, Any
 
 from agh import errors
 from agh import protocol as p
-from agh.client import Client
+from tests.helpers.wire import RawConn
+
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 N_RUNS = 2000
 N_AGENTS = 16

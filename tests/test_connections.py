@@ -12,16 +12,19 @@ import resource
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import msgspec.inspect as mi
 import pytest
-from conftest import RawConn, ThreadDaemon
 
 from agh import errors
 from agh import protocol as p
 from agh.client import Client
+from tests.helpers.wire import RawConn
+
+if TYPE_CHECKING:
+    from tests.helpers.daemons import ThreadDaemon
 
 
 def _rss_kb() -> int:

@@ -10,10 +10,10 @@ import threading
 import time
 
 import pytest
-from conftest import spawn_daemon, stop_process
 
 from agh import errors
 from agh.client import Client
+from tests.helpers.daemons import spawn_daemon, stop_process
 
 pytestmark = pytest.mark.slow
 

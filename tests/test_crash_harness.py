@@ -12,11 +12,13 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import ModuleType
 
 pytestmark = pytest.mark.slow
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import RawConn, ThreadDaemon
 
 from agh import errors
-from agh.client import Client
+from tests.helpers.wire import RawConn
+
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 EXPECTED = [
     (errors.ParseError, -32700, "parse_error"),

@@ -14,14 +14,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agh.client import Client
-from tests.conftest import RawConn, ThreadDaemon, clean_environ, wait_run_status
+from tests.helpers.cli import clean_environ
+from tests.helpers.daemons import ThreadDaemon, wait_run_status
+from tests.helpers.wire import RawConn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from agh.client import Client
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "contrib" / "examples"
 PYTHON_AGENT = EXAMPLES / "python_agent.py"

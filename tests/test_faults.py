@@ -13,14 +13,17 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import RawConn, spawn_daemon, stop_process
 
 from agh import errors
 from agh.client import Client
+from tests.helpers.daemons import spawn_daemon, stop_process
+from tests.helpers.wire import RawConn
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def _sha(path: str) -> str:

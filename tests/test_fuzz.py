@@ -24,17 +24,20 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from conftest import RawConn, ThreadDaemon, make_config, spawn_daemon, stop_process
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import aghd.handlers  # noqa: F401  (registers every method)
 from aghd.rpc import REGISTRY
+from tests.helpers.daemons import ThreadDaemon, make_config, spawn_daemon, stop_process
+from tests.helpers.wire import RawConn
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # When a test kills the in-process daemon, the sockets it held are closed by
 # the garbage collector during some later test: that test must not fail for

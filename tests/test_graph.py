@@ -4,13 +4,15 @@ failure), approval gates, trees, subtree cancel and delete."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from agh import errors
-from agh.client import Client
-from tests.conftest import ThreadDaemon
+
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 
 def _ids(client: Client, *titles: str, **fields: Any) -> list[str]:

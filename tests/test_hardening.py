@@ -8,17 +8,20 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import RawConn, ThreadDaemon, spawn_daemon, wait_run_status
 
 from agh import errors
-from agh.client import Client
 from aghd.store import runs
 from aghd.store.db import Caller, Tx, open_connection
 from aghd.store.schema import LATEST
 from aghd.store.tasks import NewTask, create_task, start_task
+from tests.helpers.daemons import ThreadDaemon, spawn_daemon, wait_run_status
+
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.wire import RawConn
 
 
 def test_requests_pipelined_behind_hello_run_as_its_session(raw: RawConn, client: Client) -> None:

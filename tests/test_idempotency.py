@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
-from conftest import ThreadDaemon
 
 from agh import errors
-from agh.client import Client
+
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 
 def test_enqueue_same_key_returns_same_run(client: Client) -> None:

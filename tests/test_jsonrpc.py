@@ -6,11 +6,13 @@ import contextlib
 import json
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conftest import RawConn, ThreadDaemon
+from tests.helpers.wire import RawConn
 
-from agh.client import Client
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 
 def _line(obj: Any) -> bytes:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import ThreadDaemon, spawn_daemon, stop_process, wait_run_status
 
 from agh import errors
 from agh.client import Client
+from tests.helpers.daemons import ThreadDaemon, spawn_daemon, stop_process, wait_run_status
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def test_expired_lease_requeues_run(daemon: ThreadDaemon, client: Client) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import ThreadDaemon
 
 from agh import errors
-from agh.client import Client
+
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 
 def _agent(daemon: ThreadDaemon, name: str) -> Client:

@@ -8,7 +8,7 @@ import datetime
 import os
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -20,7 +20,9 @@ from aghd.handlers.observe import shares
 from aghd.store import observe as store
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, open_connection
-from tests.conftest import ThreadDaemon
+
+if TYPE_CHECKING:
+    from tests.helpers.daemons import ThreadDaemon
 
 # -- helpers ----------------------------------------------------------------------------
 

@@ -26,16 +26,19 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import RawConn, spawn_daemon, stop_process, wait_for_socket
 
 from agh.client import Client
 from agh.errors import AghError
+from tests.helpers.daemons import spawn_daemon, stop_process, wait_for_socket
+from tests.helpers.wire import RawConn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 NOBODY = 65534
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import pytest
 
 from agh import errors
 from agh.client import Client
-from tests.conftest import ThreadDaemon, spawn_daemon
+from tests.helpers.daemons import ThreadDaemon, spawn_daemon
 
 
 def _stored_sequences(daemon: ThreadDaemon, after: int) -> list[int]:

@@ -4,12 +4,15 @@ however the ``with`` block ends (agh/work.py), against a real daemon."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import ThreadDaemon, wait_run_status
 
 from agh import errors
-from agh.client import Client
+from tests.helpers.daemons import ThreadDaemon, wait_run_status
+
+if TYPE_CHECKING:
+    from agh.client import Client
 
 
 def test_a_short_lease_held_long_stays_alive_and_completes(

@@ -10,20 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from agh.client import Client
-from tests.conftest import (
-    ThreadDaemon,
-    clean_environ,
-    invoke,
-    spawn_daemon,
-    stop_process,
-    wait_run_status,
-)
+from tests.helpers.cli import clean_environ, invoke
+from tests.helpers.daemons import ThreadDaemon, spawn_daemon, stop_process, wait_run_status
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 
 class WorkerProc:

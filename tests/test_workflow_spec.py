@@ -7,9 +7,8 @@ is installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from textwrap import dedent
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -18,6 +17,9 @@ import yaml
 from agh.errors import InvalidParams
 from agh.protocol import PlanLevel, StepCondition, WorkflowPlan
 from aghd import workflow_spec as ws
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])
 

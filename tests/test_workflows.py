@@ -8,15 +8,17 @@ events, or the update is refused, dry run included)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 
 from agh import errors
 from agh import protocol as p
-from agh.client import Client
-from tests.conftest import ThreadDaemon
+
+if TYPE_CHECKING:
+    from agh.client import Client
+    from tests.helpers.daemons import ThreadDaemon
 
 PIPELINE = """\
 name: Deploy Pipeline

@@ -22,7 +22,6 @@ import queue
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,8 @@ from agh.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
     from agh import protocol as p
     from agh.client import Client
     from agh.tui import Screen

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,8 @@ import click
 from agh.errors import DaemonUnreachable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from agh.client import Client
 
 # How long a started daemon may take to answer (migrations, integrity check

@@ -8,10 +8,11 @@ listing has sessions to name. Owns: that lookup. Must not: print.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from agh import protocol as p
     from agh.client import Client
 

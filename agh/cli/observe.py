@@ -7,7 +7,6 @@ lanes itself (aghd does, so every client shows the same verdict).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -28,6 +27,8 @@ from agh.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from agh import protocol as p
     from agh.client import Client
 

@@ -40,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class JsonParam(click.ParamType):
+class JsonParam(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """A JSON document given on the command line; invalid JSON is a usage error."""
 
     name = "json"

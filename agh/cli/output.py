@@ -13,12 +13,13 @@ import datetime as dt
 import os
 import shutil
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from agh import protocol as p
 
 # Status → colour: green done, red failed, yellow waiting on someone, cyan

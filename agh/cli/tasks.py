@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,8 @@ from agh.cli.output import (
 from agh.errors import AghError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agh import protocol as p
     from agh.client import Client
 
@@ -212,7 +213,7 @@ LS_DEFAULT = ("identifier", "status", "priority", "run", "agent", "updated", "ti
 
 def ls_cell(item: p.TaskListItem, column: str, names: dict[str, str]) -> str:
     run = item.active_run
-    cells = {
+    cells: dict[str, Callable[[], str]] = {
         "id": lambda: item.id,
         "identifier": lambda: item.identifier,
         "status": lambda: status_text(item.status),

@@ -8,7 +8,6 @@ parse the YAML itself (the CLI never imports yaml).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -18,6 +17,8 @@ from agh.cli.options import json_option, workspace_ref
 from agh.cli.output import emit_json, format_fields, json_text, plural, shorten
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from agh import protocol as p
 
 

@@ -70,9 +70,9 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
         await _first_of((signal, ctx.conn.closed, d.stopping), remaining)
 
 
-async def _first_of(events: tuple[anyio.Event, ...], timeout: float) -> None:
-    """Return when any event is set or ``timeout`` seconds passed."""
-    with anyio.move_on_after(timeout):
+async def _first_of(events: tuple[anyio.Event, ...], seconds: float) -> None:
+    """Return when any event is set or ``seconds`` passed."""
+    with anyio.move_on_after(seconds):
         async with anyio.create_task_group() as tg:
 
             async def wait(event: anyio.Event) -> None:

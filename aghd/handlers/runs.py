@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh import protocol as p
 from aghd import views
 from aghd.rpc import Context, method
 from aghd.store import runs as store
-from aghd.store.db import Tx
 from aghd.store.sessions import find_session
 from aghd.store.tasks import task_by_id
+from aghd.timefmt import ts
 from aghd.tokens import new_token
+
+if TYPE_CHECKING:
+    from aghd.store.db import Tx
 
 
 def _result(row: Any) -> p.RunResult:
@@ -29,7 +32,7 @@ async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
         run=p.RunDetail(
             run=views.run(run),
             session=None if session is None else views.session(session),
-            summary=p.RunSummaryStats(last_activity_at=views.ts(task["last_activity_at"])),
+            summary=p.RunSummaryStats(last_activity_at=ts(task["last_activity_at"])),
             task=views.task_summary(task),
         )
     )

@@ -8,6 +8,7 @@ from aghd.rpc import Context, method
 from aghd.store import sessions as store
 from aghd.store.db import Caller, Tx, new_id, now_ms
 from aghd.store.workspaces import resolve_workspace
+from aghd.timefmt import ts
 
 
 @method("session.hello", p.HelloParams)
@@ -25,7 +26,7 @@ async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
         # A one-shot CLI command: nothing worth persisting, or sessions.list
         # would fill up with one row per `agh` invocation.
         conn.caller = Caller("human", conn.user, "cli", origin.ref)
-        now = views.ts(now_ms()) or ""
+        now = ts(now_ms()) or ""
         session = p.Session(
             agent_name=params.agent_name,
             channel=params.channel,
@@ -78,6 +79,6 @@ async def server_info(ctx: Context, params: p.EmptyParams) -> p.ServerInfoResult
         pid=d.pid,
         socket=d.config.socket_path,
         database=d.config.db_path,
-        started_at=views.ts(d.started_at) or "",
+        started_at=ts(d.started_at) or "",
         synchronous=d.config.synchronous,
     )

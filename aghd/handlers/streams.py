@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agh import protocol as p
 from aghd import views
 from aghd.rpc import Context, method
 from aghd.store import events as events_store
 from aghd.store import tasks as tasks_store
-from aghd.store.db import Tx
+
+if TYPE_CHECKING:
+    from aghd.store.db import Tx
 
 
 @method("tasks.timeline", p.TimelineParams)

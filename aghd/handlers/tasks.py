@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -13,7 +13,9 @@ from aghd.rpc import Context, method
 from aghd.store import graph
 from aghd.store import runs as runs_store
 from aghd.store import tasks as store
-from aghd.store.db import Tx
+
+if TYPE_CHECKING:
+    from aghd.store.db import Tx
 
 
 def _detail(parts: store.DetailParts) -> p.TaskDetail:

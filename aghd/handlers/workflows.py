@@ -3,13 +3,17 @@ workflow's tasks written, or with ``update`` the workflow's next version)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 
 from agh import protocol as p
 from aghd import views, workflow_spec
 from aghd.rpc import Context, method
 from aghd.store import workflows as store
-from aghd.store.db import Tx
+
+if TYPE_CHECKING:
+    from aghd.store.db import Tx
 
 
 def _result(

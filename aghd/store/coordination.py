@@ -8,14 +8,16 @@ question marks the task as awaiting input until someone answers.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh.errors import Conflict, NotFound
 from aghd.store import runs as runs_store
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, to_json
+
+if TYPE_CHECKING:
+    import sqlite3
 
 LEVELS = ("debug", "info", "warn", "error")
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from aghd.store.db import Tx, from_json
 from aghd.store.workspaces import find_workspace
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 def recent_task_events(tx: Tx, task_id: str, limit: int) -> list[sqlite3.Row]:

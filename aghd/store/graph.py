@@ -15,15 +15,17 @@ children's and which never has a run.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh.errors import Conflict, NotFound
 from aghd.store import runs as runs_store
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, from_json
+
+if TYPE_CHECKING:
+    import sqlite3
 
 CLOSED = ("completed", "failed", "canceled")
 # A task in one of these states has no open run and has not closed: it is
@@ -363,7 +365,7 @@ def add_dependency(tx: Tx, caller: Caller, ref: str, depends_on_ref: str) -> str
         "SELECT 1 FROM task_dependencies WHERE task_id = ? AND depends_on_task_id = ?",
         (task["id"], dep["id"]),
     ):
-        return task["id"]
+        return str(task["id"])
     if task["status"] in ("ready", "in_progress"):
         run = runs_store.open_run_for_task(tx, task["id"])
         raise Conflict(
@@ -383,7 +385,7 @@ def add_dependency(tx: Tx, caller: Caller, ref: str, depends_on_ref: str) -> str
         payload={"depends_on_task_id": dep["id"], "depends_on": dep["identifier"]},
     )
     refresh(tx, caller, tasks_store.task_by_id(tx, task["id"]))
-    return task["id"]
+    return str(task["id"])
 
 
 def remove_dependency(tx: Tx, caller: Caller, ref: str, depends_on_ref: str) -> str:
@@ -406,7 +408,7 @@ def remove_dependency(tx: Tx, caller: Caller, ref: str, depends_on_ref: str) -> 
         payload={"depends_on_task_id": dep["id"], "depends_on": dep["identifier"]},
     )
     refresh(tx, caller, tasks_store.task_by_id(tx, task["id"]))
-    return task["id"]
+    return str(task["id"])
 
 
 def add_initial_dependencies(tx: Tx, task_id: str, depends_on: list[str]) -> None:

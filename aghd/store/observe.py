@@ -67,14 +67,17 @@ is hidden until newer activity arrives; then it is back, unread.
 from __future__ import annotations
 
 import heapq
-import sqlite3
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from agh.protocol import PRIORITY_RANK, RunStatus, TaskStatus
-from aghd.store.db import Tx
 from aghd.store.tasks import find_task
 from aghd.store.workspaces import find_workspace
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from aghd.store.db import Tx
 
 # In the protocol's order (the dashboard's status_breakdown follows it).
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)

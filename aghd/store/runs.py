@@ -9,9 +9,8 @@ their hashes.
 from __future__ import annotations
 
 import hmac
-import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh.errors import Conflict, Forbidden, LeaseLost, NotFound
 from agh.protocol import ACTIVE_RUN_STATUSES, PRIORITY_RANK
@@ -28,6 +27,9 @@ from aghd.store.db import (
 from aghd.store.sessions import get_session
 from aghd.store.workspaces import find_workspace
 from aghd.timefmt import ts
+
+if TYPE_CHECKING:
+    import sqlite3
 
 ACTIVE = ACTIVE_RUN_STATUSES
 

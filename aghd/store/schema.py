@@ -400,7 +400,7 @@ def migrate(conn: sqlite3.Connection, target: int = LATEST) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return max(current, target)
+    return int(max(current, target))
 
 
 def _split(script: str) -> list[str]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh.errors import NotFound
-from aghd.store.db import Tx
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from aghd.store.db import Tx
 
 
 def hello(

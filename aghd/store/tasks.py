@@ -7,9 +7,8 @@ changes what it derives from sets it in the same transaction.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh.errors import Conflict, InvalidParams, NotFound
 from agh.protocol import PRIORITY_RANK
@@ -26,6 +25,9 @@ from aghd.store.db import (
 )
 from aghd.store.events import recent_task_events
 from aghd.store.workspaces import find_workspace, next_identifier, resolve_workspace
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 @dataclass(frozen=True, slots=True)

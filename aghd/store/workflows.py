@@ -12,15 +12,18 @@ refused instead when the new file has no place for it.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agh.errors import Conflict, InvalidParams, NotFound
 from aghd.store import graph
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, from_json, new_id, to_json
-from aghd.workflow_spec import Step, Workflow
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from aghd.workflow_spec import Step, Workflow
 
 
 def find_workflow(tx: Tx, ref: str) -> sqlite3.Row:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
+from typing import TYPE_CHECKING
 
 from agh.errors import InvalidParams, NotFound
 from aghd.store.db import Tx, new_id
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 def find_workspace(tx: Tx, ref: str) -> sqlite3.Row | None:
