@@ -28,9 +28,10 @@ from aghd.committer import Committer
 from aghd.files import StartupError
 from aghd.scheduler import Scheduler, WorkSignal
 from aghd.server import Server
-from aghd.store import runs as runs_store
+from aghd.store import leases
 from aghd.store import sessions as sessions_store
 from aghd.store.db import DAEMON, Caller, Committed, DatabaseDamaged, Tx, now_ms, storage_error
+from aghd.store.models import Backoff
 from aghd.streams import Hub
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class Daemon:
         self.work = WorkSignal()
         self.stopping = anyio.Event()
         self.stop_requested = anyio.Event()
-        self.backoff = runs_store.Backoff(config.retry_backoff_base_ms, config.retry_backoff_cap_ms)
+        self.backoff = Backoff(config.retry_backoff_base_ms, config.retry_backoff_cap_ms)
         self.committer = Committer(
             config.db_path,
             config.synchronous,
@@ -228,7 +229,7 @@ def _recover(tx: Tx) -> int:
     """Start-up: no session is connected; leases that ran out while we were
     down are handled now, exactly as the reaper would have."""
     sessions_store.disconnect_all(tx)
-    return runs_store.expire_leases(tx, DAEMON)
+    return leases.expire_leases(tx, DAEMON)
 
 
 async def _watch_signals(daemon: Daemon) -> None:

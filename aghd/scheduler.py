@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from agh.errors import AghError
-from aghd.store import runs as runs_store
+from aghd.store import leases
 from aghd.store.db import DAEMON, now_ms
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Scheduler:
     async def _step(self) -> None:
         while True:
             self._poke = anyio.Event()
-            deadline = await self._read(runs_store.next_deadline, self._announced)
+            deadline = await self._read(leases.next_deadline, self._announced)
             now = now_ms()
             if deadline is not None and deadline <= now:
                 await self._tick(now)
@@ -98,7 +98,7 @@ class Scheduler:
             self._planned = None
 
     async def _tick(self, now: int) -> None:
-        self.expired_total += await self._write(runs_store.expire_leases, DAEMON)
+        self.expired_total += await self._write(leases.expire_leases, DAEMON)
         # Requeued runs, and delayed runs that came due, are claimable now.
         self._announced = now
         self._work.notify()

@@ -25,8 +25,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aghd.store import runs, tasks  # noqa: E402
+from aghd.store import claims, leases, tasks, workflows  # noqa: E402
 from aghd.store.db import Caller, Tx, now_ms, open_connection  # noqa: E402
+from aghd.store.models import ClaimFilters, NewTask  # noqa: E402
 from aghd.tokens import new_token  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def cycles_per_second(
     with tempfile.TemporaryDirectory() as workdir:
         conn = open_connection(os.path.join(workdir, "cycle.db"), synchronous)
         caller = Caller("agent_session", "bench", "agent_session")
-        new = tasks.NewTask(
+        new = NewTask(
             title="cycle", owner_kind="human", owner_ref="bench", origin_kind="cli",
             workspace=workspace,
         )  # fmt: skip
@@ -46,7 +47,9 @@ def cycles_per_second(
         for _ in range(cycles):
             tx = Tx(conn, now_ms())
             row = tasks.create_task(tx, caller, new)
-            tasks.start_task(tx, caller, row["id"], idempotency_key=None, input_value=None)
+            workflows.start_task_or_workflow(
+                tx, caller, row["id"], idempotency_key=None, input_value=None
+            )
         conn.execute("COMMIT")
         started = time.perf_counter()
         for _ in range(0, cycles, batch):
@@ -54,11 +57,11 @@ def cycles_per_second(
             conn.execute("BEGIN IMMEDIATE")
             for _ in range(batch):
                 _token, token_hash = new_token()
-                claimed = runs.claim_next_run(
+                claimed = claims.claim_next_run(
                     Tx(conn, now_ms()),
                     caller,
                     session_id=None,
-                    filters=runs.ClaimFilters(),
+                    filters=ClaimFilters(),
                     lease_ms=300_000,
                     token_hash=token_hash,
                     idempotency_key=None,
@@ -69,7 +72,7 @@ def cycles_per_second(
             conn.execute("COMMIT")
             conn.execute("BEGIN IMMEDIATE")
             for run_id, token_hash in held:
-                runs.complete_run(Tx(conn, now_ms()), caller, run_id, token_hash, None)
+                leases.complete_run(Tx(conn, now_ms()), caller, run_id, token_hash, None)
             conn.execute("COMMIT")
         rate = cycles // batch * batch / (time.perf_counter() - started)
         conn.close()

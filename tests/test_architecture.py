@@ -10,10 +10,13 @@ executed). The rules:
   only the standard library and msgspec: both sides build on them;
 - the store (``aghd.store``) imports nothing above it: no handler, server,
   committer, stream hub or application module;
+- inside the store, each module imports only modules of its own layer or
+  of the layers below (STORE_LAYERS, bottom first), and every store module
+  has a layer;
 - handlers import neither the server nor the application;
-- no cycle among the modules, but those listed in KNOWN_CYCLES, which
-  issue 11 removes one by one: the list may only shrink (a cycle that is
-  gone fails the test until its entry is deleted).
+- no cycle among the modules, but those listed in KNOWN_CYCLES (none
+  left: the list may only shrink, and a cycle that is gone fails the test
+  until its entry is deleted).
 """
 
 from __future__ import annotations
@@ -32,10 +35,31 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agh", "aghd")
 
 # Strongly connected groups of modules that import each other today.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # graph.settle queues runs; runs' transitions settle the graph; tasks
-    # start workflows, which create tasks (issue 11, item 1).
-    frozenset({"aghd.store.graph", "aghd.store.runs", "aghd.store.tasks", "aghd.store.workflows"}),
+KNOWN_CYCLES: list[frozenset[str]] = []
+
+# The store's layers, bottom first: a module may import modules of its own
+# layer and of the layers before it, never of a later one.
+STORE_LAYERS: list[list[str]] = [
+    # The schema and its migrations.
+    ["aghd.store.schema"],
+    # The connection, Tx, Caller, ids and JSON.
+    ["aghd.store.db"],
+    # Data classes and status sets; sessions and workspaces (their own rows).
+    ["aghd.store.models", "aghd.store.sessions", "aghd.store.workspaces"],
+    # Reading the event log.
+    ["aghd.store.events"],
+    # Lookups of tasks, runs and dependencies: no writes.
+    ["aghd.store.rows"],
+    # The blocking rule: reads only.
+    ["aghd.store.graph"],
+    # What follows from the rule: queue, block, skip, settle; run writes it needs.
+    ["aghd.store.progress"],
+    # Task operations.
+    ["aghd.store.tasks"],
+    # Claiming a run; what happens to it under its lease.
+    ["aghd.store.claims", "aghd.store.leases"],
+    # On top: workflows, a run's logs and messages, observability reads.
+    ["aghd.store.workflows", "aghd.store.coordination", "aghd.store.observe"],
 ]
 
 STDLIB = set(sys.stdlib_module_names)
@@ -163,8 +187,8 @@ OURS = ours(GRAPH)
 
 
 def test_the_walk_sees_the_modules_and_their_imports() -> None:
-    assert {"agh.client", "agh.cli", "aghd.app", "aghd.store.runs"} <= set(GRAPH)
-    assert "aghd.store.db" in GRAPH["aghd.store.runs"]
+    assert {"agh.client", "agh.cli", "aghd.app", "aghd.store.claims"} <= set(GRAPH)
+    assert "aghd.store.rows" in GRAPH["aghd.store.claims"]
     assert "agh.client" in GRAPH["agh.cli.connect"]  # a lazy import counts
     # A TYPE_CHECKING import does not.
     assert "agh.client" not in OURS["agh.cli.output"]
@@ -196,6 +220,36 @@ def test_the_store_imports_nothing_above_it() -> None:
         if d.startswith(ABOVE_THE_STORE)
     }
     assert not wrong
+
+
+def store_layer_violations(
+    graph: dict[str, set[str]], layers: list[list[str]]
+) -> set[tuple[str, str]]:
+    """(module, import) pairs where a store module imports a later layer."""
+    rank = {module: i for i, layer in enumerate(layers) for module in layer}
+    return {
+        (m, d)
+        for m, deps in graph.items()
+        if m in rank
+        for d in deps
+        if d in rank and rank[d] > rank[m]
+    }
+
+
+def test_every_store_module_has_a_layer() -> None:
+    store = {m for m in GRAPH if m.startswith("aghd.store.")}
+    listed = [m for layer in STORE_LAYERS for m in layer]
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert store == set(listed)
+
+
+def test_the_store_layers_import_only_downwards() -> None:
+    assert not store_layer_violations(OURS, STORE_LAYERS)
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    graph = {"low": {"high"}, "high": {"low"}, "mid": {"low"}}
+    assert store_layer_violations(graph, [["low"], ["mid"], ["high"]]) == {("low", "high")}
 
 
 def test_handlers_import_neither_the_server_nor_the_application() -> None:

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from agh import errors
-from aghd.store import runs
+from aghd.store import claims, leases
 from aghd.store.db import Caller, Tx, open_connection
+from aghd.store.models import ClaimFilters, NewTask
 from aghd.store.schema import LATEST
-from aghd.store.tasks import NewTask, create_task, start_task
+from aghd.store.tasks import create_task
+from aghd.store.workflows import start_task_or_workflow
 from tests.helpers.daemons import ThreadDaemon, spawn_daemon, wait_run_status
 
 if TYPE_CHECKING:
@@ -88,12 +90,12 @@ def test_expired_lease_is_fenced_before_the_reaper_runs(short_dir: str) -> None:
     new = NewTask(title="t", owner_kind="human", owner_ref="me", origin_kind="cli")
     tx = Tx(conn, 1_000_000)
     task = create_task(tx, me, new)
-    start_task(tx, me, task["id"], idempotency_key=None, input_value=None)
-    claimed = runs.claim_next_run(
+    start_task_or_workflow(tx, me, task["id"], idempotency_key=None, input_value=None)
+    claimed = claims.claim_next_run(
         tx,
         me,
         session_id=None,
-        filters=runs.ClaimFilters(),
+        filters=ClaimFilters(),
         lease_ms=1000,
         token_hash="h",
         idempotency_key=None,
@@ -102,9 +104,9 @@ def test_expired_lease_is_fenced_before_the_reaper_runs(short_dir: str) -> None:
     assert claimed is not None
     later = Tx(conn, 1_000_000 + 1500)  # past lease_until, reaper not run
     with pytest.raises(errors.LeaseLost):
-        runs.heartbeat(later, me, claimed.run["id"], "h", None)
+        leases.heartbeat(later, me, claimed.run["id"], "h", None)
     with pytest.raises(errors.LeaseLost):
-        runs.complete_run(later, me, claimed.run["id"], "h", None)
+        leases.complete_run(later, me, claimed.run["id"], "h", None)
 
 
 def test_reaper_survives_a_locked_database(make_daemon: Any) -> None:

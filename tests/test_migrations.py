@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from aghd.store import schema
+from aghd.store.claims import claim_query
 from aghd.store.db import now_ms, open_connection
-from aghd.store.runs import ClaimFilters, claim_query
+from aghd.store.models import ClaimFilters
 
 
 def _v1_database(path: str) -> None:
@@ -280,7 +281,8 @@ def test_listing_a_status_walks_it_in_id_order(short_dir: str) -> None:
     """tasks.list by status pages through tasks_status without sorting the
     whole status (tasks_facets, also led by status, would need a sort)."""
     from aghd.store.db import Tx
-    from aghd.store.tasks import TaskFilters, list_tasks
+    from aghd.store.models import TaskFilters
+    from aghd.store.rows import list_tasks
 
     conn = open_connection(os.path.join(short_dir, "list.db"))
     statements: list[str] = []

@@ -20,6 +20,7 @@ from aghd.handlers.observe import shares
 from aghd.store import observe as store
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, open_connection
+from aghd.store.models import NewTask
 
 if TYPE_CHECKING:
     from tests.helpers.daemons import ThreadDaemon
@@ -579,7 +580,7 @@ def test_dashboard_reads_only_through_indexes(short_dir: str) -> None:
     conn = open_connection(os.path.join(short_dir, "plans.db"))
     caller = Caller("human", "me", "cli")
     conn.execute("BEGIN")
-    new = tasks_store.NewTask(
+    new = NewTask(
         "t", "human", "me", "cli", workspace="/w", network_channel="gpu", scope="workspace"
     )
     tasks_store.create_task(Tx(conn, 1_000), caller, new)
@@ -639,7 +640,8 @@ def _full_scan(plan: str) -> bool:
 def test_migration_4_keeps_the_claim_plan(short_dir: str) -> None:
     conn = sqlite3.connect(os.path.join(short_dir, "m4.db"))
     try:
-        from aghd.store.runs import ClaimFilters, claim_query
+        from aghd.store.claims import claim_query
+        from aghd.store.models import ClaimFilters
         from aghd.store.schema import migrate
 
         migrate(conn)

@@ -10,7 +10,8 @@ from agh import protocol as p
 from agh.errors import Busy
 from aghd import views
 from aghd.rpc import Context, method
-from aghd.store import runs as store
+from aghd.store import claims, leases
+from aghd.store.models import ClaimFilters
 from aghd.tokens import hash_token, new_token
 
 
@@ -27,7 +28,7 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
     caller, session_id = d.claimant(ctx.conn, params.session_id)
     lease_ms = params.lease_ms or cfg.default_lease_ms
 
-    filters = store.ClaimFilters(
+    filters = ClaimFilters(
         network_channel=params.network_channel,
         workspace=params.workspace,
         scope=params.scope,
@@ -41,7 +42,7 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
         # and our wait still wakes us.
         signal = d.work.current()
         claimed = await d.write(
-            store.claim_next_run,
+            claims.claim_next_run,
             caller,
             session_id=session_id,
             filters=filters,
@@ -86,7 +87,7 @@ async def _first_of(events: tuple[anyio.Event, ...], seconds: float) -> None:
 @method("agent.heartbeat", p.HeartbeatParams)
 async def heartbeat(ctx: Context, params: p.HeartbeatParams) -> p.LeaseResult:
     row = await ctx.daemon.write(
-        store.heartbeat, ctx.caller, params.run_id, hash_token(params.claim_token), params.lease_ms
+        leases.heartbeat, ctx.caller, params.run_id, hash_token(params.claim_token), params.lease_ms
     )
     return p.LeaseResult(lease=views.lease(row))
 
@@ -94,7 +95,11 @@ async def heartbeat(ctx: Context, params: p.HeartbeatParams) -> p.LeaseResult:
 @method("agent.complete", p.AgentCompleteParams)
 async def complete(ctx: Context, params: p.AgentCompleteParams) -> p.LeaseResult:
     row = await ctx.daemon.write(
-        store.complete_run, ctx.caller, params.run_id, hash_token(params.claim_token), params.result
+        leases.complete_run,
+        ctx.caller,
+        params.run_id,
+        hash_token(params.claim_token),
+        params.result,
     )
     return p.LeaseResult(lease=views.lease(row))
 
@@ -102,7 +107,7 @@ async def complete(ctx: Context, params: p.AgentCompleteParams) -> p.LeaseResult
 @method("agent.fail", p.AgentFailParams)
 async def fail(ctx: Context, params: p.AgentFailParams) -> p.LeaseResult:
     row = await ctx.daemon.write(
-        store.fail_run,
+        leases.fail_run,
         ctx.caller,
         params.run_id,
         hash_token(params.claim_token),
@@ -116,6 +121,6 @@ async def fail(ctx: Context, params: p.AgentFailParams) -> p.LeaseResult:
 @method("agent.release", p.AgentReleaseParams)
 async def release(ctx: Context, params: p.AgentReleaseParams) -> p.LeaseResult:
     row = await ctx.daemon.write(
-        store.release_run, ctx.caller, params.run_id, hash_token(params.claim_token), params.reason
+        leases.release_run, ctx.caller, params.run_id, hash_token(params.claim_token), params.reason
     )
     return p.LeaseResult(lease=views.lease(row))

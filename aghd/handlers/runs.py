@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from agh import protocol as p
 from aghd import views
 from aghd.rpc import Context, method
-from aghd.store import runs as store
+from aghd.store import claims, leases
+from aghd.store.rows import find_run, task_by_id
 from aghd.store.sessions import find_session
-from aghd.store.tasks import task_by_id
 from aghd.timefmt import ts
 from aghd.tokens import new_token
 
@@ -24,7 +24,7 @@ def _result(row: Any) -> p.RunResult:
 @method("runs.get", p.IdParams)
 async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
     def do(tx: Tx) -> tuple[Any, Any, Any]:
-        run = store.find_run(tx, params.id)
+        run = find_run(tx, params.id)
         return run, task_by_id(tx, run["task_id"]), find_session(tx, run["session_id"])
 
     run, task, session = await ctx.daemon.read(do)
@@ -46,7 +46,7 @@ async def claim(ctx: Context, params: p.RunsClaimParams) -> p.RunClaimResult:
     cfg = ctx.daemon.config
 
     claimed = await ctx.daemon.write(
-        store.claim_run,
+        claims.claim_run,
         caller,
         params.id,
         session_id=session_id,
@@ -62,20 +62,20 @@ async def claim(ctx: Context, params: p.RunsClaimParams) -> p.RunClaimResult:
 
 @method("runs.start", p.RunsStartParams)
 async def start(ctx: Context, params: p.RunsStartParams) -> p.RunResult:
-    return _result(await ctx.daemon.write(store.start_run, ctx.caller, params.id))
+    return _result(await ctx.daemon.write(leases.start_run, ctx.caller, params.id))
 
 
 @method("runs.attach_session", p.RunsAttachSessionParams)
 async def attach_session(ctx: Context, params: p.RunsAttachSessionParams) -> p.RunResult:
     return _result(
-        await ctx.daemon.write(store.attach_session, ctx.caller, params.id, params.session_id)
+        await ctx.daemon.write(leases.attach_session, ctx.caller, params.id, params.session_id)
     )
 
 
 @method("runs.complete", p.RunsCompleteParams)
 async def complete(ctx: Context, params: p.RunsCompleteParams) -> p.RunResult:
     return _result(
-        await ctx.daemon.write(store.complete_run, ctx.caller, params.id, None, params.result)
+        await ctx.daemon.write(leases.complete_run, ctx.caller, params.id, None, params.result)
     )
 
 
@@ -83,7 +83,7 @@ async def complete(ctx: Context, params: p.RunsCompleteParams) -> p.RunResult:
 async def fail(ctx: Context, params: p.RunsFailParams) -> p.RunResult:
     """Operator fail: final, no retry (the operator decided)."""
     row = await ctx.daemon.write(
-        store.fail_run,
+        leases.fail_run,
         ctx.caller,
         params.id,
         None,
@@ -96,4 +96,4 @@ async def fail(ctx: Context, params: p.RunsFailParams) -> p.RunResult:
 
 @method("runs.cancel", p.RunsCancelParams)
 async def cancel(ctx: Context, params: p.RunsCancelParams) -> p.RunResult:
-    return _result(await ctx.daemon.write(store.cancel_run, ctx.caller, params.id, params.reason))
+    return _result(await ctx.daemon.write(leases.cancel_run, ctx.caller, params.id, params.reason))

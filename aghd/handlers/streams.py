@@ -9,7 +9,7 @@ from agh import protocol as p
 from aghd import views
 from aghd.rpc import Context, method
 from aghd.store import events as events_store
-from aghd.store import tasks as tasks_store
+from aghd.store.rows import find_task
 
 if TYPE_CHECKING:
     from aghd.store.db import Tx
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 @method("tasks.timeline", p.TimelineParams)
 async def timeline(ctx: Context, params: p.TimelineParams) -> p.TimelineResult:
     def do(tx: Tx) -> list[events_store.TimelineEntry]:
-        task = tasks_store.find_task(tx, params.id)
+        task = find_task(tx, params.id)
         rows = events_store.task_timeline(tx, task["id"], params.after_sequence, params.limit)
         return events_store.timeline_entries(tx, rows)
 
@@ -29,7 +29,7 @@ async def timeline(ctx: Context, params: p.TimelineParams) -> p.TimelineResult:
 @method("tasks.stream", p.TaskStreamParams)
 async def stream_task(ctx: Context, params: p.TaskStreamParams) -> p.SubscribeResult:
     """One task's events; without ``after_sequence`` its whole history first."""
-    task = await ctx.daemon.read(tasks_store.find_task, params.id)
+    task = await ctx.daemon.read(find_task, params.id)
     after = params.after_sequence or 0
     sub = ctx.daemon.streams.subscribe(
         ctx.conn, events_store.StreamFilter(task_id=task["id"]), after, ctx.after_reply
@@ -44,7 +44,7 @@ async def subscribe(ctx: Context, params: p.EventsSubscribeParams) -> p.Subscrib
     def resolve(tx: Tx) -> tuple[events_store.StreamFilter, int]:
         task_id = None
         if params.task_id is not None:
-            task_id = tasks_store.find_task(tx, params.task_id)["id"]
+            task_id = find_task(tx, params.task_id)["id"]
         after = params.after_sequence
         if after is None:
             after = events_store.last_sequence(tx)

@@ -10,15 +10,17 @@ from agh import protocol as p
 from agh.errors import InvalidParams
 from aghd import views
 from aghd.rpc import Context, method
-from aghd.store import graph
-from aghd.store import runs as runs_store
+from aghd.store import rows as lookups
 from aghd.store import tasks as store
+from aghd.store import workflows
+from aghd.store.models import NewTask, TaskFilters
 
 if TYPE_CHECKING:
     from aghd.store.db import Tx
+    from aghd.store.models import DetailParts, ListItemParts, Started
 
 
-def _detail(parts: store.DetailParts) -> p.TaskDetail:
+def _detail(parts: DetailParts) -> p.TaskDetail:
     item = _item(parts.item)
     return p.TaskDetail(
         children=[_item(c) for c in parts.children],
@@ -31,7 +33,7 @@ def _detail(parts: store.DetailParts) -> p.TaskDetail:
     )
 
 
-def _item(parts: store.ListItemParts) -> p.TaskListItem:
+def _item(parts: ListItemParts) -> p.TaskListItem:
     return views.task_list_item(
         parts.task,
         active_run=parts.active_run,
@@ -58,11 +60,11 @@ async def create_child(ctx: Context, params: p.TasksChildrenCreateParams) -> p.T
     return _task_run(await ctx.daemon.write(_create, ctx, params, params.id))
 
 
-def _create(tx: Tx, ctx: Context, params: p.TasksCreateParams, parent: str | None) -> store.Started:
+def _create(tx: Tx, ctx: Context, params: p.TasksCreateParams, parent: str | None) -> Started:
     caller = ctx.caller
     owner = params.owner or p.Actor(caller.actor_kind, caller.actor_ref)  # type: ignore[arg-type]
     origin = params.origin or p.Origin(caller.origin_kind, caller.origin_ref)  # type: ignore[arg-type]
-    new = store.NewTask(
+    new = NewTask(
         title=params.title,
         description=params.description,
         scope=params.scope,
@@ -84,7 +86,7 @@ def _create(tx: Tx, ctx: Context, params: p.TasksCreateParams, parent: str | Non
     return store.create_and_start(tx, caller, new, start=params.start, input_value=params.input)
 
 
-def _task_run(started: store.Started) -> p.TaskRunResult:
+def _task_run(started: Started) -> p.TaskRunResult:
     return p.TaskRunResult(
         run=None if started.run is None else views.run(started.run),
         task=views.task(started.task),
@@ -93,13 +95,13 @@ def _task_run(started: store.Started) -> p.TaskRunResult:
 
 @method("tasks.get", p.IdParams)
 async def get(ctx: Context, params: p.IdParams) -> p.TaskDetailResult:
-    parts = await ctx.daemon.read(store.task_detail, params.id)
+    parts = await ctx.daemon.read(lookups.task_detail, params.id)
     return p.TaskDetailResult(task=_detail(parts))
 
 
 @method("tasks.list", p.TasksListParams)
 async def list_tasks(ctx: Context, params: p.TasksListParams) -> p.TasksListResult:
-    filters = store.TaskFilters(
+    filters = TaskFilters(
         scope=params.scope,
         workspace=params.workspace,
         status=params.status,
@@ -112,7 +114,7 @@ async def list_tasks(ctx: Context, params: p.TasksListParams) -> p.TasksListResu
         network_channel=params.network_channel,
         query=params.query,
     )
-    parts = await ctx.daemon.read(store.list_tasks_enriched, filters, params.limit, params.cursor)
+    parts = await ctx.daemon.read(lookups.list_tasks_enriched, filters, params.limit, params.cursor)
     parts, next_cursor = views.page(parts, params.limit, lambda x: x.task["id"])
     return p.TasksListResult(tasks=[_item(x) for x in parts], next_cursor=next_cursor)
 
@@ -141,7 +143,7 @@ async def delete(ctx: Context, params: p.IdParams) -> p.EmptyResult:
 @method("tasks.start", p.TasksStartParams)
 async def start(ctx: Context, params: p.TasksStartParams) -> p.TaskRunResult:
     started = await ctx.daemon.write(
-        store.start_task,
+        workflows.start_task_or_workflow,
         ctx.caller,
         params.id,
         idempotency_key=params.idempotency_key,
@@ -165,8 +167,8 @@ async def enqueue(ctx: Context, params: p.TasksStartParams) -> p.TaskRunResult:
 @method("tasks.runs.list", p.TasksRunsListParams)
 async def list_runs(ctx: Context, params: p.TasksRunsListParams) -> p.RunsListResult:
     def do(tx: Tx) -> list[Any]:
-        task = store.find_task(tx, params.id)
-        return runs_store.list_runs(
+        task = lookups.find_task(tx, params.id)
+        return lookups.list_runs(
             tx, task["id"], params.status, params.session_id, params.limit, params.cursor
         )
 
@@ -178,36 +180,36 @@ async def list_runs(ctx: Context, params: p.TasksRunsListParams) -> p.RunsListRe
 @method("tasks.approve", p.TasksApproveParams)
 async def approve(ctx: Context, params: p.TasksApproveParams) -> p.TaskRunResult:
     """Approve a gated task: its run is queued (null while dependencies are unmet)."""
-    return _task_run(await ctx.daemon.write(graph.approve, ctx.caller, params.id, params.comment))
+    return _task_run(await ctx.daemon.write(store.approve, ctx.caller, params.id, params.comment))
 
 
 @method("tasks.reject", p.TasksRejectParams)
 async def reject(ctx: Context, params: p.TasksRejectParams) -> p.TaskResult:
-    row = await ctx.daemon.write(graph.reject, ctx.caller, params.id, params.reason)
+    row = await ctx.daemon.write(store.reject, ctx.caller, params.id, params.reason)
     return p.TaskResult(task=views.task(row))
 
 
 @method("tasks.cancel", p.TasksCancelParams)
 async def cancel(ctx: Context, params: p.TasksCancelParams) -> p.TaskResult:
     """Cancel the task's whole subtree, active runs included."""
-    row = await ctx.daemon.write(graph.cancel_tree, ctx.caller, params.id, params.reason)
+    row = await ctx.daemon.write(store.cancel_tree, ctx.caller, params.id, params.reason)
     return p.TaskResult(task=views.task(row))
 
 
 @method("tasks.dependencies.add", p.DependencyAddParams)
 async def add_dependency(ctx: Context, params: p.DependencyAddParams) -> p.TaskDetailResult:
-    def do(tx: Tx) -> store.DetailParts:
-        task_id = graph.add_dependency(tx, ctx.caller, params.id, params.depends_on_task_id)
-        return store.task_detail(tx, task_id)
+    def do(tx: Tx) -> DetailParts:
+        task_id = store.add_dependency(tx, ctx.caller, params.id, params.depends_on_task_id)
+        return lookups.task_detail(tx, task_id)
 
     return p.TaskDetailResult(task=_detail(await ctx.daemon.write(do)))
 
 
 @method("tasks.dependencies.remove", p.DependencyRemoveParams)
 async def remove_dependency(ctx: Context, params: p.DependencyRemoveParams) -> p.TaskDetailResult:
-    def do(tx: Tx) -> store.DetailParts:
-        task_id = graph.remove_dependency(tx, ctx.caller, params.id, params.depends_on_id)
-        return store.task_detail(tx, task_id)
+    def do(tx: Tx) -> DetailParts:
+        task_id = store.remove_dependency(tx, ctx.caller, params.id, params.depends_on_id)
+        return lookups.task_detail(tx, task_id)
 
     return p.TaskDetailResult(task=_detail(await ctx.daemon.write(do)))
 
@@ -216,6 +218,6 @@ async def remove_dependency(ctx: Context, params: p.DependencyRemoveParams) -> p
 async def tree(ctx: Context, params: p.IdParams) -> p.TaskTreeResult:
     root, *rest = [
         views.tree_node(n.task, n.depth, n.active_run, n.child_count)
-        for n in await ctx.daemon.read(graph.tree, params.id)
+        for n in await ctx.daemon.read(lookups.tree, params.id)
     ]
     return p.TaskTreeResult(tree=p.TaskTree(root=root, descendants=rest))

@@ -1,9 +1,11 @@
 """Run logs and the messages of a run's coordination channel.
 
-Agents write log lines (``agent.log``) and post status or question messages
-(``agent.send``) under their claim token; people send input to a task
-(``tasks.send``), delivered to its active run or kept for its next one. A
-question marks the task as awaiting input until someone answers.
+Owns: the log lines agents write (``agent.log``) and the status or question
+messages they post (``agent.send``) under their claim token, and the input
+people send a task (``tasks.send``), delivered to its active run or kept
+for its next one; a question marks the task as awaiting input until
+someone answers. Must not: change a run's state (``leases`` does): it only
+checks the fence.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agh.errors import Conflict, NotFound
-from aghd.store import runs as runs_store
-from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, to_json
+from aghd.store.leases import fenced
+from aghd.store.models import ACTIVE
+from aghd.store.rows import find_run, find_task, open_run_for_task
 
 if TYPE_CHECKING:
     import sqlite3
@@ -41,7 +44,7 @@ def append_logs(
     """Store a batch of log lines for the caller's live run, trim the run's
     log to ``retention`` lines, and write one ``run.log`` event naming the
     span (stream subscribers get the lines with it). Returns (count, last id)."""
-    run = runs_store.fenced(tx, run_id, token_hash)
+    run = fenced(tx, run_id, token_hash)
     first_id = last_id = 0
     for line in lines:
         last_id = (
@@ -90,9 +93,9 @@ def read_logs(
     """Log lines of run ``ref`` (or of task ``ref``'s latest run) after id
     ``after``, at ``level`` or above. Returns (run id, lines)."""
     if ref.startswith("run_"):
-        run_id = runs_store.find_run(tx, ref)["id"]
+        run_id = find_run(tx, ref)["id"]
     else:
-        task = tasks_store.find_task(tx, ref)
+        task = find_task(tx, ref)
         latest = tx.scalar(
             "SELECT id FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT 1", (task["id"],)
         )
@@ -148,15 +151,15 @@ def _insert_message(
 def send_to_task(tx: Tx, caller: Caller, ref: str, message: str) -> tuple[sqlite3.Row, bool]:
     """Input for the task's active run, or kept for its next run. Answers a
     pending question. Returns (message, delivered to a live run now)."""
-    task = tasks_store.find_task(tx, ref)
+    task = find_task(tx, ref)
     if task["kind"] != "task":
         raise Conflict(
             f"task {task['identifier']} is a {task['kind']}: it never has a run to read input; "
             "send to one of its steps (agh tree shows them)",
             {"task_id": task["id"], "kind": task["kind"]},
         )
-    run = runs_store.open_run_for_task(tx, task["id"])
-    live = run is not None and run["status"] in runs_store.ACTIVE
+    run = open_run_for_task(tx, task["id"])
+    live = run is not None and run["status"] in ACTIVE
     row = _insert_message(
         tx,
         caller,
@@ -180,7 +183,7 @@ def agent_post(
 ) -> sqlite3.Row:
     """A status or question from the agent holding the run; a question marks
     the task as awaiting input (blocking_reason says what it asks)."""
-    run = runs_store.fenced(tx, run_id, token_hash)
+    run = fenced(tx, run_id, token_hash)
     row = _insert_message(
         tx,
         caller,
@@ -204,7 +207,7 @@ def agent_messages(
     """Input for the caller's run after id ``after``: what was sent to this
     run, and what was sent to its task while no run held it (bound to this
     run now, so it is delivered once)."""
-    run = runs_store.fenced(tx, run_id, token_hash)
+    run = fenced(tx, run_id, token_hash)
     tx.execute(
         "UPDATE run_messages SET run_id = ? WHERE task_id = ? AND run_id IS NULL"
         " AND direction = 'to_agent'",

@@ -1,4 +1,9 @@
-"""Reading the event log (writing happens through ``Tx.emit``)."""
+"""Reading the event log (writing happens through ``Tx.emit``).
+
+Owns: the reads of ``events`` a timeline or a stream needs, with the log
+lines of a ``run.log`` event. Must not: write, or import a store module
+above ``workspaces``.
+"""
 
 from __future__ import annotations
 

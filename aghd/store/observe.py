@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 
 from agh.protocol import PRIORITY_RANK, RunStatus, TaskStatus
-from aghd.store.tasks import find_task
+from aghd.store.rows import find_task
 from aghd.store.workspaces import find_workspace
 
 if TYPE_CHECKING:

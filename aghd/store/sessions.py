@@ -1,4 +1,8 @@
-"""Agent sessions: who is connected, under which name, channel and workspace."""
+"""Agent sessions: who is connected, under which name, channel and workspace.
+
+Owns: the ``sessions`` rows (hello, state, lookups). Must not: import a
+store module above ``db``: claims and leases build on it.
+"""
 
 from __future__ import annotations
 

@@ -1,134 +1,47 @@
-"""Tasks: create, find, list, update, delete and start (request a run).
+"""Task operations, each with its events, in the caller's transaction.
 
-Task ``status`` is derived from the task and its runs but stored, so lists
-and the claim path can filter on it with an index; every function that
-changes what it derives from sets it in the same transaction.
+Owns: create, publish, start (request a run), update, delete,
+dependencies, approval and subtree cancel. A task's ``status`` is derived
+from the task and its runs but stored (lists and the claim path filter on
+it with an index), so every change to what it derives from sets it in the
+same transaction, through ``progress``. Must not: read for display
+(``rows``), judge what blocks a task (``graph``), or import workflows,
+claims or leases: a workflow's root is started by
+``workflows.start_task_or_workflow``, which builds on this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agh.errors import Conflict, InvalidParams, NotFound
 from agh.protocol import PRIORITY_RANK
-from aghd.store import graph, workflows
-from aghd.store import runs as runs_store
-from aghd.store.db import (
-    PREFIX_CANDIDATES,
-    Caller,
-    Tx,
-    ambiguous_prefix,
-    id_prefix,
-    new_id,
-    to_json,
+from aghd.store.db import Caller, Tx, new_id, to_json
+from aghd.store.graph import cycle_path
+from aghd.store.models import CLOSED, NewTask, Started
+from aghd.store.progress import (
+    end_run_canceled,
+    refresh,
+    refuse_open_run,
+    request_run,
+    settle,
 )
-from aghd.store.events import recent_task_events
+from aghd.store.rows import (
+    dependents,
+    find_task,
+    open_run_for_task,
+    run_by_idempotency_key,
+    subtree_ids,
+    task_by_id,
+    task_by_idempotency_key,
+)
 from aghd.store.workspaces import find_workspace, next_identifier, resolve_workspace
 
 if TYPE_CHECKING:
     import sqlite3
 
 
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A task to create; defaults are those of ``tasks.create``."""
-
-    title: str
-    owner_kind: str
-    owner_ref: str | None
-    origin_kind: str
-    origin_ref: str | None = None
-    description: str | None = None
-    scope: str | None = None
-    workspace: str | None = None
-    priority: str = "medium"
-    network_channel: str | None = None
-    max_attempts: int = 1
-    metadata: Any = None
-    draft: bool = False
-    approval_policy: str = "none"
-    parent_task_id: str | None = None
-    idempotency_key: str | None = None
-    depends_on: tuple[str, ...] = ()
-    # Workflow tasks (see store/workflows.py): the container kind, the
-    # workflow and step they belong to, and the step's definition (JSON).
-    kind: str = "task"
-    workflow_id: str | None = None
-    step_id: str | None = None
-    step_spec: str | None = None
-
-
-@dataclass(slots=True)
-class Started:
-    task: sqlite3.Row
-    run: sqlite3.Row | None
-
-
-# -- lookups ----------------------------------------------------------------
-
-
-def find_task(tx: Tx, ref: str) -> sqlite3.Row:
-    """A task by id, human identifier (``T-42``, case-insensitive) or unique
-    id prefix; raises NotFound (listing the candidates of an ambiguous prefix)."""
-    if ref.startswith("task_"):
-        row = tx.one("SELECT * FROM tasks WHERE id = ?", (ref,))
-    else:
-        row = tx.one("SELECT * FROM tasks WHERE identifier = ?", (ref.upper(),))
-    prefix = None if row is not None else id_prefix(ref, "task")
-    if prefix is not None:
-        found = tx.all(
-            "SELECT * FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-            (prefix, prefix + "~", PREFIX_CANDIDATES),
-        )
-        if len(found) > 1:
-            raise ambiguous_prefix("task", ref, [f"{r['identifier']} ({r['id']})" for r in found])
-        row = found[0] if found else None
-    if row is None:
-        raise NotFound(
-            f"task {ref} not found", {"task": ref, "hint": "list tasks with tasks.list (agh ls)"}
-        )
-    return row
-
-
-def task_by_id(tx: Tx, task_id: str) -> sqlite3.Row:
-    row = tx.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
-    if row is None:
-        raise NotFound(
-            f"task {task_id} not found (deleted?)",
-            {"task": task_id, "hint": "list tasks with tasks.list (agh ls)"},
-        )
-    return row
-
-
-def child_count(tx: Tx, task_id: str) -> int:
-    return int(tx.scalar("SELECT count(*) FROM tasks WHERE parent_task_id = ?", (task_id,)))
-
-
-def children(tx: Tx, task_id: str, limit: int = 1000) -> list[sqlite3.Row]:
-    return tx.all(
-        "SELECT * FROM tasks WHERE parent_task_id = ? ORDER BY id LIMIT ?", (task_id, limit)
-    )
-
-
-def subtree_ids(tx: Tx, task_id: str) -> list[str]:
-    """The task and all its descendants."""
-    return [
-        r[0]
-        for r in tx.all(
-            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL"
-            " SELECT t.id FROM tasks t JOIN sub ON t.parent_task_id = sub.id)"
-            " SELECT id FROM sub",
-            (task_id,),
-        )
-    ]
-
-
 # -- create -----------------------------------------------------------------
-
-
-def task_by_idempotency_key(tx: Tx, key: str) -> sqlite3.Row | None:
-    return tx.one("SELECT * FROM tasks WHERE idempotency_key = ?", (key,))
 
 
 def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
@@ -204,10 +117,10 @@ def create_task(tx: Tx, caller: Caller, new: NewTask) -> sqlite3.Row:
         payload={"identifier": row["identifier"], "title": new.title, "status": status},
     )
     if new.depends_on:
-        graph.add_initial_dependencies(tx, task_id, list(new.depends_on))
+        add_initial_dependencies(tx, task_id, list(new.depends_on))
     # Workflow steps wait, plainly pending, until their workflow starts.
     if not new.draft and new.kind == "task" and new.workflow_id is None:
-        graph.refresh(tx, caller, row)
+        refresh(tx, caller, row)
         return task_by_id(tx, task_id)
     return row
 
@@ -221,11 +134,11 @@ def create_and_start(
     if key is not None:
         existing = task_by_idempotency_key(tx, key)
         if existing is not None:
-            return Started(existing, runs_store.run_by_idempotency_key(tx, existing["id"], key))
+            return Started(existing, run_by_idempotency_key(tx, existing["id"], key))
     row = create_task(tx, caller, new)
     if not start:
         return Started(row, None)
-    return start_task(tx, caller, row["id"], idempotency_key=key, input_value=input_value)
+    return start_task_row(tx, caller, row, idempotency_key=key, input_value=input_value)
 
 
 def publish_task(tx: Tx, caller: Caller, ref: str) -> Started:
@@ -245,7 +158,7 @@ def publish_task(tx: Tx, caller: Caller, ref: str) -> Started:
     )
     assert live is not None
     tx.emit("task.published", caller, task_id=task["id"])
-    run = graph.request_run(
+    run = request_run(
         tx,
         caller,
         live,
@@ -258,26 +171,15 @@ def publish_task(tx: Tx, caller: Caller, ref: str) -> Started:
 # -- start ------------------------------------------------------------------
 
 
-def start_task(
-    tx: Tx, caller: Caller, ref: str, *, idempotency_key: str | None, input_value: Any
+def start_task_row(
+    tx: Tx, caller: Caller, task: sqlite3.Row, *, idempotency_key: str | None, input_value: Any
 ) -> Started:
-    """Request a run: queued now if nothing blocks the task, else remembered
-    and queued the moment it is published, approved or its dependencies
-    complete. Repeating a request with the same ``idempotency_key`` returns
-    the run it made. A workflow's root starts its whole DAG."""
-    task = find_task(tx, ref)
-    if task["kind"] == "workflow":
-        # The root has no runs: it keeps the key of the start that ran its
-        # DAG, so a retried start does not run the workflow a second time.
-        if idempotency_key is not None and task["requested_key"] == idempotency_key:
-            return Started(task, None)
-        workflows.start(tx, caller, task, input_value)
-        root = tx.one(
-            "UPDATE tasks SET requested_key = ? WHERE id = ? RETURNING *",
-            (idempotency_key, task["id"]),
-        )
-        assert root is not None
-        return Started(root, None)
+    """Request a run of ``task`` (a row the caller looked up): queued now if
+    nothing blocks the task, else remembered and queued the moment it is
+    published, approved or its dependencies complete. Repeating a request
+    with the same ``idempotency_key`` returns the run it made. A branch of a
+    workflow is refused; a workflow's root never comes here
+    (``workflows.start_task_or_workflow`` starts its whole DAG)."""
     if task["kind"] != "task":
         raise Conflict(
             f"task {task['identifier']} is a branch of a workflow; start the workflow's root "
@@ -285,7 +187,7 @@ def start_task(
             {"task_id": task["id"], "kind": task["kind"]},
         )
     if idempotency_key is not None:
-        existing = runs_store.run_by_idempotency_key(tx, task["id"], idempotency_key)
+        existing = run_by_idempotency_key(tx, task["id"], idempotency_key)
         if existing is not None:
             return Started(task, existing)
         if task["run_requested"] and task["requested_key"] == idempotency_key:
@@ -308,16 +210,14 @@ def start_task(
         tx.emit("task.run_requested", caller, task_id=task["id"])
         return Started(updated, None)
     if task["status"] in ("ready", "in_progress"):
-        runs_store.refuse_open_run(tx, task)
-    reopened = task["status"] in graph.CLOSED
+        refuse_open_run(tx, task)
+    reopened = task["status"] in CLOSED
     if reopened:
         task = _reopen(tx, caller, task)
-    run = graph.request_run(
-        tx, caller, task, input_json=input_json, idempotency_key=idempotency_key
-    )
+    run = request_run(tx, caller, task, input_json=input_json, idempotency_key=idempotency_key)
     if reopened or task["parent_task_id"] is not None:
         # Dependents wait for it again (not "failed"); its container follows.
-        graph.settle(tx, caller, task["id"], task["parent_task_id"])
+        settle(tx, caller, task["id"], task["parent_task_id"])
     return Started(task_by_id(tx, task["id"]), run)
 
 
@@ -334,71 +234,6 @@ def _reopen(tx: Tx, caller: Caller, task: sqlite3.Row) -> sqlite3.Row:
     assert row is not None
     tx.emit("task.reopened", caller, task_id=task["id"], payload={"from": task["status"]})
     return row
-
-
-# -- list -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFilters:
-    scope: str | None = None
-    workspace: str | None = None
-    status: str | None = None
-    priority: str | None = None
-    include_drafts: bool = False
-    approval_state: str | None = None
-    owner_kind: str | None = None
-    owner_ref: str | None = None
-    parent_task_id: str | None = None
-    network_channel: str | None = None
-    query: str | None = None
-
-
-def list_tasks(tx: Tx, filters: TaskFilters, limit: int, cursor: str | None) -> list[sqlite3.Row]:
-    """Tasks newest first; ``limit + 1`` rows so the caller can tell if more exist."""
-    where: list[str] = []
-    args: list[Any] = []
-    if filters.workspace is not None:
-        ws = find_workspace(tx, filters.workspace)
-        if ws is None:
-            return []
-        where.append("workspace_id = ?")
-        args.append(ws["id"])
-    if filters.parent_task_id is not None:
-        where.append("parent_task_id = ?")
-        args.append(find_task(tx, filters.parent_task_id)["id"])
-    for column, value in (
-        ("scope", filters.scope),
-        ("status", filters.status),
-        ("priority", filters.priority),
-        ("approval_state", filters.approval_state),
-        ("owner_kind", filters.owner_kind),
-        ("owner_ref", filters.owner_ref),
-        ("network_channel", filters.network_channel),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if not filters.include_drafts and filters.status != "draft":
-        where.append("draft = 0")
-    if filters.query:
-        where.append("(identifier = ? OR title LIKE ? ESCAPE '\\')")
-        escaped = filters.query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        args.extend([filters.query.upper(), f"%{escaped}%"])
-    if cursor is not None:
-        where.append("id < ?")
-        args.append(cursor)
-    sql = "SELECT * FROM tasks"
-    if filters.status is not None and filters.workspace is None and filters.parent_task_id is None:
-        # Walk the status in id order and stop at the page's end. With
-        # statistics from an ANALYZE older than tasks_facets (also led by
-        # status), the planner picks that and sorts the whole status per page.
-        sql += " INDEXED BY tasks_status"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
-    args.append(limit + 1)
-    return tx.all(sql, args)
 
 
 # -- update / delete ---------------------------------------------------------
@@ -420,7 +255,7 @@ def update_task(tx: Tx, caller: Caller, ref: str, changes: dict[str, Any]) -> sq
     task's queued run so the claim order follows the edit."""
     task = find_task(tx, ref)
     if "approval_policy" in changes:
-        graph.set_approval_policy(tx, caller, task, changes["approval_policy"])
+        set_approval_policy(tx, caller, task, changes["approval_policy"])
         task = task_by_id(tx, task["id"])
     sets = {k: v for k, v in changes.items() if k in _UPDATABLE}
     if "metadata" in sets:
@@ -481,63 +316,241 @@ def delete_task(tx: Tx, caller: Caller, ref: str) -> list[str]:
     # Children first is unnecessary: the FK is checked at statement end.
     tx.execute(f"DELETE FROM tasks WHERE id IN ({marks})", ids)
     for task_id in waiting:
-        graph.refresh(tx, caller, task_by_id(tx, task_id))
+        refresh(tx, caller, task_by_id(tx, task_id))
     if task["parent_task_id"] is not None:
         parent = task_by_id(tx, task["parent_task_id"])
         if parent["kind"] != "task":
-            graph.settle(tx, caller, task["id"], parent["id"])
+            settle(tx, caller, task["id"], parent["id"])
     return ids
 
 
-# -- enriched reads ------------------------------------------------------------
+# -- dependencies -------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class ListItemParts:
-    task: sqlite3.Row
-    active_run: sqlite3.Row | None
-    child_count: int
-    dependencies: list[sqlite3.Row]
+def _identifiers(tx: Tx, ids: list[str]) -> list[str]:
+    marks = ",".join("?" * len(ids))
+    found = {
+        r["id"]: r["identifier"]
+        for r in tx.all(f"SELECT id, identifier FROM tasks WHERE id IN ({marks})", ids)
+    }
+    return [found.get(i, i) for i in ids]
 
 
-@dataclass(slots=True)
-class DetailParts:
-    item: ListItemParts
-    runs: list[sqlite3.Row]
-    events: list[sqlite3.Row]
-    children: list[ListItemParts]
-
-
-def list_item_parts(tx: Tx, rows: list[sqlite3.Row]) -> list[ListItemParts]:
-    """Each task with its open run, child count and dependencies (three
-    indexed lookups each)."""
-    return [
-        ListItemParts(
-            row,
-            runs_store.open_run_for_task(tx, row["id"]),
-            child_count(tx, row["id"]),
-            graph.dependencies(tx, row["id"]),
-        )
-        for row in rows
-    ]
-
-
-def list_tasks_enriched(
-    tx: Tx, filters: TaskFilters, limit: int, cursor: str | None
-) -> list[ListItemParts]:
-    return list_item_parts(tx, list_tasks(tx, filters, limit, cursor))
-
-
-def task_detail(tx: Tx, ref: str, runs_limit: int = 100, events_limit: int = 100) -> DetailParts:
-    """Everything ``tasks.get`` shows, read in one transaction."""
+def add_dependency(tx: Tx, caller: Caller, ref: str, depends_on_ref: str) -> str:
+    """``ref`` waits for ``depends_on_ref``. Refused when it would close a
+    cycle (the cycle is named) or the task already has an open run. Adding an
+    existing dependency again is a no-op. Returns the task id."""
     task = find_task(tx, ref)
-    (item,) = list_item_parts(tx, [task])
-    return DetailParts(
-        item=item,
-        runs=tx.all(
-            "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT ?",
-            (task["id"], runs_limit),
-        ),
-        events=recent_task_events(tx, task["id"], events_limit),
-        children=list_item_parts(tx, children(tx, task["id"])),
+    dep = find_task(tx, depends_on_ref)
+    if task["kind"] != "task":
+        raise Conflict(
+            f"task {task['identifier']} is a {task['kind']}; its steps' dependencies come from "
+            "its workflow YAML (workflows.compose with update)",
+            {"task_id": task["id"], "kind": task["kind"]},
+        )
+    path = [task["id"]] if dep["id"] == task["id"] else cycle_path(tx, dep["id"], task["id"])
+    if path is not None:
+        cycle = _identifiers(tx, [task["id"], *path]) if len(path) > 1 else [task["identifier"]] * 2
+        raise Conflict(
+            f"dependency cycle: {' -> '.join(cycle)} (each waits for the next); "
+            "remove a dependency on the cycle first",
+            {"task_id": task["id"], "depends_on_task_id": dep["id"], "cycle": cycle},
+        )
+    if tx.one(
+        "SELECT 1 FROM task_dependencies WHERE task_id = ? AND depends_on_task_id = ?",
+        (task["id"], dep["id"]),
+    ):
+        return str(task["id"])
+    if task["status"] in ("ready", "in_progress"):
+        run = open_run_for_task(tx, task["id"])
+        raise Conflict(
+            f"task {task['identifier']} already has run {run['id'] if run else '?'} "
+            f"({task['status']}); add dependencies before it is started, or cancel the run first",
+            {"task_id": task["id"], "status": task["status"]},
+        )
+    tx.execute(
+        "INSERT INTO task_dependencies (task_id, depends_on_task_id, kind, created_at)"
+        " VALUES (?, ?, 'blocks', ?)",
+        (task["id"], dep["id"], tx.now),
     )
+    tx.emit(
+        "task.dependency_added",
+        caller,
+        task_id=task["id"],
+        payload={"depends_on_task_id": dep["id"], "depends_on": dep["identifier"]},
+    )
+    refresh(tx, caller, task_by_id(tx, task["id"]))
+    return str(task["id"])
+
+
+def remove_dependency(tx: Tx, caller: Caller, ref: str, depends_on_ref: str) -> str:
+    """Drop one dependency; the task may become runnable (its requested run is queued)."""
+    task = find_task(tx, ref)
+    dep = find_task(tx, depends_on_ref)
+    removed = tx.execute(
+        "DELETE FROM task_dependencies WHERE task_id = ? AND depends_on_task_id = ?",
+        (task["id"], dep["id"]),
+    ).rowcount
+    if not removed:
+        raise NotFound(
+            f"task {task['identifier']} does not depend on {dep['identifier']}",
+            {"task_id": task["id"], "depends_on_task_id": dep["id"]},
+        )
+    tx.emit(
+        "task.dependency_removed",
+        caller,
+        task_id=task["id"],
+        payload={"depends_on_task_id": dep["id"], "depends_on": dep["identifier"]},
+    )
+    refresh(tx, caller, task_by_id(tx, task["id"]))
+    return str(task["id"])
+
+
+def add_initial_dependencies(tx: Tx, task_id: str, depends_on: list[str]) -> None:
+    """Dependencies of a task being created: nothing depends on a new task
+    yet, so no cycle is possible and no refresh is needed before it exists."""
+    for ref in depends_on:
+        dep = find_task(tx, ref)
+        tx.execute(
+            "INSERT OR IGNORE INTO task_dependencies (task_id, depends_on_task_id, kind,"
+            " created_at) VALUES (?, ?, 'blocks', ?)",
+            (task_id, dep["id"], tx.now),
+        )
+
+
+# -- approval -------------------------------------------------------------------
+
+
+def _require_pending_approval(task: sqlite3.Row, action: str) -> None:
+    state = task["approval_state"]
+    if state == "pending" and not task["draft"]:
+        return
+    if task["draft"]:
+        why = "is a draft; publish it first"
+    elif state == "not_required":
+        why = "needs no approval (approval_policy none)"
+    elif state == "approved":
+        who = task["approved_by_ref"] or task["approved_by_kind"] or "someone"
+        why = f"was already approved by {who}"
+    else:
+        why = "was rejected"
+    raise Conflict(
+        f"cannot {action} task {task['identifier']}: it {why}",
+        {"task_id": task["id"], "approval_state": state, "status": task["status"]},
+    )
+
+
+def approve(tx: Tx, caller: Caller, ref: str, comment: str | None) -> Started:
+    """Record the approval and queue the task's run (or keep it requested
+    while dependencies are unmet)."""
+    task = find_task(tx, ref)
+    _require_pending_approval(task, "approve")
+    approved = tx.one(
+        "UPDATE tasks SET approval_state = 'approved', approved_by_kind = ?, approved_by_ref = ?,"
+        " approved_at = ?, updated_at = ? WHERE id = ? RETURNING *",
+        (caller.actor_kind, caller.actor_ref, tx.now, tx.now, task["id"]),
+    )
+    assert approved is not None
+    tx.emit("task.approved", caller, task_id=task["id"], payload={"comment": comment})
+    run = request_run(
+        tx,
+        caller,
+        approved,
+        input_json=approved["requested_input"],
+        idempotency_key=approved["requested_key"],
+    )
+    settle(tx, caller, task["id"], task["parent_task_id"])
+    return Started(task_by_id(tx, task["id"]), run)
+
+
+def reject(tx: Tx, caller: Caller, ref: str, reason: str | None) -> sqlite3.Row:
+    """Close an approval-gated task as ``canceled``; its dependents stay blocked."""
+    task = find_task(tx, ref)
+    _require_pending_approval(task, "reject")
+    closed_reason = "rejected" + (f": {reason}" if reason else "")
+    tx.execute(
+        "UPDATE tasks SET approval_state = 'rejected', status = 'canceled', closed_at = ?,"
+        " closed_reason = ?, blocking_reason = NULL, run_requested = 0, requested_input = NULL,"
+        " requested_key = NULL, approved_by_kind = ?, approved_by_ref = ?, approved_at = ?,"
+        " updated_at = ? WHERE id = ?",
+        (
+            tx.now,
+            closed_reason,
+            caller.actor_kind,
+            caller.actor_ref,
+            tx.now,
+            tx.now,
+            task["id"],
+        ),
+    )
+    tx.emit("task.rejected", caller, task_id=task["id"], payload={"reason": reason})
+    settle(tx, caller, task["id"], task["parent_task_id"])
+    return task_by_id(tx, task["id"])
+
+
+def set_approval_policy(tx: Tx, caller: Caller, task: sqlite3.Row, policy: str) -> None:
+    """Change a task's approval policy while it has no run queued or active."""
+    if policy == task["approval_policy"]:
+        return
+    if task["status"] in ("ready", "in_progress"):
+        raise Conflict(
+            f"task {task['identifier']} is {task['status']}; change its approval policy once "
+            "its run has finished, or cancel the run first",
+            {"task_id": task["id"], "status": task["status"]},
+        )
+    state = "pending" if policy == "manual" else "not_required"
+    updated = tx.one(
+        "UPDATE tasks SET approval_policy = ?, approval_state = ?, approved_by_kind = NULL,"
+        " approved_by_ref = NULL, approved_at = NULL WHERE id = ? RETURNING *",
+        (policy, state, task["id"]),
+    )
+    assert updated is not None
+    if updated["status"] not in CLOSED:
+        refresh(tx, caller, updated)
+
+
+# -- cancel a subtree -------------------------------------------------------------
+
+
+def cancel_tree(tx: Tx, caller: Caller, ref: str, reason: str | None) -> sqlite3.Row:
+    """Cancel the task and every open task under it in one transaction:
+    queued and active runs canceled (holders get ``lease_lost`` next call),
+    requested runs dropped, one event per run and per task."""
+    root = find_task(tx, ref)
+    ids = subtree_ids(tx, root["id"])
+    marks = ",".join("?" * len(ids))
+    open_tasks = tx.all(
+        f"SELECT id, parent_task_id FROM tasks WHERE id IN ({marks})"
+        " AND status NOT IN ('completed', 'failed', 'canceled') ORDER BY id",
+        ids,
+    )
+    if not open_tasks:
+        raise Conflict(
+            f"task {root['identifier']} and everything under it are already closed "
+            f"({root['status']}); nothing to cancel",
+            {"task_id": root["id"], "status": root["status"]},
+        )
+    closed_reason = "canceled" + (f": {reason}" if reason else "")
+    for run in tx.all(f"SELECT * FROM runs WHERE task_id IN ({marks}) AND ended_at IS NULL", ids):
+        end_run_canceled(tx, caller, run, reason)
+    open_ids = [t["id"] for t in open_tasks]
+    tx.execute(
+        f"UPDATE tasks SET status = 'canceled', closed_at = ?, closed_reason = ?,"
+        f" blocking_reason = NULL, awaiting_input = 0, run_requested = 0, requested_input = NULL,"
+        f" requested_key = NULL, updated_at = ? WHERE id IN ({','.join('?' * len(open_ids))})",
+        (tx.now, closed_reason, tx.now, *open_ids),
+    )
+    for task_id in open_ids:
+        tx.emit(
+            "task.canceled",
+            caller,
+            task_id=task_id,
+            payload={"reason": reason, "root": root["id"]},
+        )
+    inside = set(ids)
+    for t in open_tasks:
+        # Only edges leaving the subtree matter: inside, everything is closed.
+        outside_parent = t["parent_task_id"] if t["parent_task_id"] not in inside else None
+        if outside_parent is not None or dependents(tx, t["id"]):
+            settle(tx, caller, t["id"], outside_parent)
+    return task_by_id(tx, root["id"])

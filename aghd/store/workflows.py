@@ -1,13 +1,15 @@
 """Workflows composed from YAML: a root task (kind ``workflow``) whose
 children are the steps (kind ``task``, or ``group`` for an inline branch),
-wired by dependencies. Parsing and validation live in
-``aghd.workflow_spec``; this module turns a parsed workflow into rows,
-updates a workflow to a new version of its definition, and starts (or
-restarts) the DAG.
+wired by dependencies.
 
-An update must never destroy finished work: a step task that has runs (or
-messages) is never deleted, whatever the new file says; the update is
-refused instead when the new file has no place for it.
+Owns: turning a parsed workflow into rows; updating it to a new version of
+its definition without destroying finished work (a step task that has runs
+or messages is never deleted, whatever the new file says: the update is
+refused instead when the new file has no place for it); and starting (or
+restarting) the DAG, also when ``tasks.start`` names the root
+(``start_task_or_workflow`` is the entry point that starts any task). Must
+not: parse or validate YAML (``aghd.workflow_spec``), or judge what blocks
+a step (``graph``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from agh.errors import Conflict, InvalidParams, NotFound
-from aghd.store import graph
-from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, from_json, new_id, to_json
+from aghd.store.models import WAITING, NewTask, Started
+from aghd.store.progress import refresh, settle
+from aghd.store.rows import find_task, subtree_ids, task_by_id
+from aghd.store.tasks import add_initial_dependencies, create_task, start_task_row
 
 if TYPE_CHECKING:
     import sqlite3
@@ -31,7 +35,7 @@ def find_workflow(tx: Tx, ref: str) -> sqlite3.Row:
     if ref.startswith("wf_"):
         row = tx.one("SELECT * FROM workflows WHERE id = ?", (ref,))
     else:
-        task = tasks_store.find_task(tx, ref)
+        task = find_task(tx, ref)
         row = tx.one("SELECT * FROM workflows WHERE root_task_id = ?", (task["id"],))
     if row is None:
         raise NotFound(
@@ -89,7 +93,7 @@ def _referenced_task(tx: Tx, step: Step) -> sqlite3.Row:
     """The task a ``sub_task`` step copies; a missing one is a YAML error."""
     assert step.task_ref is not None
     try:
-        return tasks_store.find_task(tx, step.task_ref)
+        return find_task(tx, step.task_ref)
     except NotFound:
         raise InvalidParams(
             f"workflow YAML line {step.line}, column {step.column}: step '{step.id}' "
@@ -115,7 +119,7 @@ def _new_step(
     parent_id: str,
     root: sqlite3.Row,
     default_max_attempts: int,
-) -> tasks_store.NewTask:
+) -> NewTask:
     title, description = step.title, step.description
     priority, channel = step.priority, step.network_channel
     max_attempts, metadata = step.max_attempts, step.metadata
@@ -129,7 +133,7 @@ def _new_step(
         channel = channel or ref["network_channel"]
         max_attempts = max_attempts or ref["max_attempts"]
         metadata = metadata if metadata is not None else from_json(ref["metadata"])
-    return tasks_store.NewTask(
+    return NewTask(
         title=title,
         description=description,
         scope=root["scope"],
@@ -172,10 +176,10 @@ def _create_steps(
             root=root,
             default_max_attempts=default_max_attempts,
         )
-        row = tasks_store.create_task(tx, caller, new)
+        row = create_task(tx, caller, new)
         task_ids[step.id] = row["id"]
         if step.depends_on:
-            graph.add_initial_dependencies(tx, row["id"], [task_ids[d] for d in step.depends_on])
+            add_initial_dependencies(tx, row["id"], [task_ids[d] for d in step.depends_on])
 
 
 def compose(
@@ -192,10 +196,10 @@ def compose(
     """Create the workflow: a root task and one task per step, all pending.
     Returns (workflow row, root task row)."""
     workflow_id = new_id("wf")
-    root = tasks_store.create_task(
+    root = create_task(
         tx,
         caller,
-        tasks_store.NewTask(
+        NewTask(
             title=wf.name,
             description=wf.description,
             workspace=workspace,
@@ -312,7 +316,7 @@ def _kind(step: Step) -> str:
     return "group" if step.action == "branch" else "task"
 
 
-def _definition(new: tasks_store.NewTask) -> dict[str, Any]:
+def _definition(new: NewTask) -> dict[str, Any]:
     """The columns of a step's task that its definition sets."""
     return {
         "title": new.title,
@@ -381,7 +385,7 @@ def plan_update(
     task: it is not in the new definition, or it changed between a task and a
     branch. Nothing is written."""
     existing = find_workflow(tx, ref)
-    root = tasks_store.task_by_id(tx, existing["root_task_id"])
+    root = task_by_id(tx, existing["root_task_id"])
     _refuse_while_running(tx, existing["id"], root, "update")
     old = _old_steps(tx, existing["id"], root["id"])
     plan = UpdatePlan(existing, root)
@@ -456,7 +460,7 @@ def _delete_unrun(tx: Tx, caller: Caller, rows: list[sqlite3.Row], version: int)
     for row in rows:  # parents before their steps: a deleted branch takes its steps
         if row["id"] in gone:
             continue
-        ids = tasks_store.subtree_ids(tx, row["id"])
+        ids = subtree_ids(tx, row["id"])
         for task_id in ids:
             tx.emit(
                 "task.deleted",
@@ -484,7 +488,7 @@ def _delete_unrun(tx: Tx, caller: Caller, rows: list[sqlite3.Row], version: int)
     # Tasks outside the workflow that waited for a deleted step are
     # re-examined, as after tasks.delete.
     for task_id in sorted(waiting - gone):
-        graph.refresh(tx, caller, tasks_store.task_by_id(tx, task_id))
+        refresh(tx, caller, task_by_id(tx, task_id))
 
 
 def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:
@@ -496,7 +500,7 @@ def _redefine(
     tx: Tx,
     caller: Caller,
     old: _OldStep,
-    new: tasks_store.NewTask,
+    new: NewTask,
     *,
     rewired: bool,
     version: int,
@@ -508,7 +512,7 @@ def _redefine(
     step: pending, no run requested."""
     row = old.row
     sets = {k: v for k, v in _definition(new).items() if row[k] != v}
-    if not old.has_run or row["status"] in graph.WAITING:
+    if not old.has_run or row["status"] in WAITING:
         fresh: dict[str, Any] = {
             "status": "pending",
             "blocking_reason": None,
@@ -577,14 +581,12 @@ def update(
         )
         reused = plan.reuse.get(step.id)
         if reused is None:
-            task_ids[step.id] = tasks_store.create_task(tx, caller, new)["id"]
+            task_ids[step.id] = create_task(tx, caller, new)["id"]
         else:
             task_ids[step.id] = reused.row["id"]
             _redefine(tx, caller, reused, new, rewired=step.id in plan.rewired, version=version)
         if step.depends_on:
-            graph.add_initial_dependencies(
-                tx, task_ids[step.id], [task_ids[d] for d in step.depends_on]
-            )
+            add_initial_dependencies(tx, task_ids[step.id], [task_ids[d] for d in step.depends_on])
     tx.execute(
         "UPDATE tasks SET title = ?, description = ?, updated_at = ? WHERE id = ?",
         (wf.name, wf.description, tx.now, root["id"]),
@@ -594,7 +596,7 @@ def update(
         # settle(x, x) re-derives container x (and outwards if it changed)
         # without re-examining the steps inside, which stay plainly pending
         # until the workflow is started.
-        graph.settle(tx, caller, container_id, container_id)
+        settle(tx, caller, container_id, container_id)
     updated = tx.one(
         "UPDATE workflows SET name = ?, description = ?, source = ?, vars = ?, version = ?,"
         " updated_at = ? WHERE id = ? RETURNING *",
@@ -613,7 +615,7 @@ def update(
             "removed_steps": plan.removed,
         },
     )
-    return updated, tasks_store.task_by_id(tx, root["id"]), plan
+    return updated, task_by_id(tx, root["id"]), plan
 
 
 def start(tx: Tx, caller: Caller, root: sqlite3.Row, input_value: Any) -> sqlite3.Row:
@@ -657,9 +659,33 @@ def start(tx: Tx, caller: Caller, root: sqlite3.Row, input_value: Any) -> sqlite
         )
     tx.emit("workflow.started", caller, task_id=root["id"], payload={"steps": len(steps)})
     for step in steps:
-        graph.refresh(tx, caller, tasks_store.task_by_id(tx, step["id"]))
+        refresh(tx, caller, task_by_id(tx, step["id"]))
     # Containers follow their steps: settle one step per container.
     for parent_id in dict.fromkeys(s["parent_task_id"] for s in steps):
         first = next(s for s in steps if s["parent_task_id"] == parent_id)
-        graph.settle(tx, caller, first["id"], parent_id)
-    return tasks_store.task_by_id(tx, root["id"])
+        settle(tx, caller, first["id"], parent_id)
+    return task_by_id(tx, root["id"])
+
+
+def start_task_or_workflow(
+    tx: Tx, caller: Caller, ref: str, *, idempotency_key: str | None, input_value: Any
+) -> Started:
+    """``tasks.start``: a workflow's root starts its whole DAG (``start``);
+    any other task gets a run requested (``tasks.start_task_row``). Repeating
+    a request with the same ``idempotency_key`` returns what it did."""
+    task = find_task(tx, ref)
+    if task["kind"] == "workflow":
+        # The root has no runs: it keeps the key of the start that ran its
+        # DAG, so a retried start does not run the workflow a second time.
+        if idempotency_key is not None and task["requested_key"] == idempotency_key:
+            return Started(task, None)
+        start(tx, caller, task, input_value)
+        root = tx.one(
+            "UPDATE tasks SET requested_key = ? WHERE id = ? RETURNING *",
+            (idempotency_key, task["id"]),
+        )
+        assert root is not None
+        return Started(root, None)
+    return start_task_row(
+        tx, caller, task, idempotency_key=idempotency_key, input_value=input_value
+    )

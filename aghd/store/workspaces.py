@@ -1,4 +1,9 @@
-"""Workspaces: a directory an agent works in, with a short key for identifiers."""
+"""Workspaces: a directory an agent works in, with a short key for identifiers.
+
+Owns: the ``workspaces`` rows, their lookup by id, path, key or name, and
+the numbering of task identifiers. Must not: import a store module above
+``db``: tasks, claims and the event stream build on it.
+"""
 
 from __future__ import annotations
 
