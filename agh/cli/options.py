@@ -1,8 +1,7 @@
 """Options, parameter types and prompts shared by the ``agh`` commands.
 
-The enumerations are copied here rather than read from ``agh.protocol`` so
-``agh --help`` builds without msgspec's structs; a test pins them against
-the protocol's ``Literal`` types.
+The enumerations come from ``agh.protocol.enums``, which imports no
+msgspec, so ``agh --help`` stays cheap; the commands import them from here.
 """
 
 from __future__ import annotations
@@ -17,24 +16,13 @@ import click
 
 from agh.cli.exits import fail
 
-PRIORITIES = ("low", "medium", "high", "urgent")
-
-
-TASK_STATUSES = (
-    "draft",
-    "pending",
-    "blocked",
-    "ready",
-    "in_progress",
-    "completed",
-    "failed",
-    "canceled",
-)
-
-
-CLOSED_STATUSES = ("completed", "failed", "canceled")
-ACTIVE_RUN_STATUSES = ("claimed", "starting", "running")
-
+# Re-exported for the commands (one import line for options and values).
+from agh.protocol.enums import ACTIVE_RUN_STATUSES as ACTIVE_RUN_STATUSES
+from agh.protocol.enums import CLOSED_STATUSES as CLOSED_STATUSES
+from agh.protocol.enums import INBOX_LANES as INBOX_LANES
+from agh.protocol.enums import LOG_LEVELS as LOG_LEVELS
+from agh.protocol.enums import PRIORITIES as PRIORITIES
+from agh.protocol.enums import TASK_STATUSES as TASK_STATUSES
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -170,10 +158,3 @@ yes_option = click.option(
 def group_json(ctx: click.Context, as_json: bool) -> bool:
     """``agh dep --json add`` and ``agh dep add --json`` mean the same."""
     return as_json or bool(ctx.parent is not None and ctx.parent.params.get("as_json"))
-
-
-LOG_LEVELS = ("debug", "info", "warn", "error")  # least to most severe
-RUN_END_STATUSES = ("completed", "failed", "canceled")
-
-
-INBOX_LANES = ("my_work", "approvals", "failed_runs", "blocked", "archived")

@@ -20,7 +20,6 @@ from agh.cli.exits import EXIT_FAILED
 from agh.cli.options import (
     CLOSED_STATUSES,
     LOG_LEVELS,
-    RUN_END_STATUSES,
     json_option,
     workspace_ref,
 )
@@ -267,7 +266,7 @@ def follow_logs(
                 state.last_id = max([state.last_id, *(x.id for x in event.logs)])
             for log in new:
                 emit_log(log, as_json)
-        if item.run.status in RUN_END_STATUSES:
+        if item.run.status in CLOSED_STATUSES:
             # The item shows the run as it is now: lines of run.log events
             # still on their way are read here instead.
             rest, state.last_id = read_logs(client, state.run_id, state.last_id, filters)
@@ -331,7 +330,7 @@ def logs(
             sub = client.events_subscribe(task_id=task_id)
             # After subscribing: a run that ends later is seen in the stream,
             # and the read below has every line written before the stream starts.
-            ended = client.runs_get(run_id).run.run.status in RUN_END_STATUSES
+            ended = client.runs_get(run_id).run.run.status in CLOSED_STATUSES
             state = LogFollow(run_id, task_id, sub.subscription, sub.after_sequence, last_id)
         if follow or len(first.logs) == PAGE:
             rest, last_id = read_logs(client, run_id, last_id, filters)
