@@ -205,10 +205,23 @@ def test_the_client_side_never_imports_the_daemon() -> None:
     assert not wrong
 
 
-@pytest.mark.parametrize("module", ["agh.protocol", "agh.errors"])
+WIRE = sorted(m for m in GRAPH if m == "agh.protocol" or m.startswith("agh.protocol."))
+
+
+@pytest.mark.parametrize("module", [*WIRE, "agh.errors"])
 def test_the_wire_types_and_errors_import_only_the_stdlib_and_msgspec(module: str) -> None:
-    outside = {d for d in GRAPH[module] if d.split(".")[0] not in STDLIB | {"msgspec"}}
+    outside = {
+        d
+        for d in GRAPH[module]
+        if d.split(".")[0] not in STDLIB | {"msgspec"} and not d.startswith("agh.protocol.")
+    }
     assert not outside, outside
+
+
+def test_the_enumerations_import_no_msgspec() -> None:
+    # The CLI builds its --help from them.
+    assert {d.split(".")[0] for d in GRAPH["agh.protocol.enums"]} <= STDLIB
+    assert len(WIRE) > 10  # the package, its family modules and methods
 
 
 def test_the_store_imports_nothing_above_it() -> None:
