@@ -17,6 +17,7 @@ from agh import errors
 from agh import protocol as p
 from agh.client import Client
 from aghd.handlers.observe import shares
+from aghd.health import Thresholds
 from aghd.store import observe as store
 from aghd.store import tasks as tasks_store
 from aghd.store.db import Caller, Tx, open_connection
@@ -609,7 +610,7 @@ def test_dashboard_reads_only_through_indexes(short_dir: str) -> None:
         ):
             statements.clear()
             conn.execute("BEGIN")
-            store.dashboard(Tx(conn, 1_000), filters, store.Thresholds())
+            store.dashboard(Tx(conn, 1_000), filters, Thresholds())
             conn.execute("COMMIT")
             conn.set_trace_callback(None)
             assert sum(sql.startswith("SELECT") for sql in statements) >= 10

@@ -7,7 +7,7 @@ module shapes them for the wire.
 from __future__ import annotations
 
 from agh import protocol as p
-from aghd import views
+from aghd import health, views
 from aghd.rpc import Context, method
 from aghd.store import observe as store
 from aghd.timefmt import ts
@@ -19,7 +19,7 @@ ACTIVE_ITEMS = 100
 async def dashboard(ctx: Context, params: p.DashboardParams) -> p.DashboardResult:
     """The task dashboard for the tasks matching the filters (PROTOCOL §5)."""
     config = ctx.daemon.config
-    thresholds = store.Thresholds(
+    thresholds = health.Thresholds(
         stuck_after_ms=config.stuck_after_ms,
         backlog_threshold_ms=config.backlog_threshold_ms,
         stale_after_ms=config.stale_after_ms,
@@ -69,19 +69,19 @@ def _dashboard(f: store.DashboardFigures) -> p.Dashboard:
             blocked=p.BlockedCard(
                 awaiting_approval=f.awaiting_approval,
                 awaiting_dependencies=tasks["blocked"] - f.awaiting_approval,
-                health_status=store.blocked_health(f.awaiting_approval),  # type: ignore[arg-type]
+                health_status=health.blocked_health(f.awaiting_approval),
                 tasks=tasks["blocked"],
             ),
             failed=p.FailedCard(
                 failed_runs=runs["failed"],
                 forced_stops=f.forced_stops,
-                health_status=store.failed_health(tasks["failed"]),  # type: ignore[arg-type]
+                health_status=health.failed_health(tasks["failed"]),
                 tasks=tasks["failed"],
             ),
             in_progress=p.InProgressCard(
                 active_runs=active_total,
                 claimed_runs=runs["claimed"],
-                health_status=in_progress_status,  # type: ignore[arg-type]
+                health_status=in_progress_status,
                 queued_runs=runs["queued"],
                 running_runs=runs["running"],
                 starting_runs=runs["starting"],
@@ -100,16 +100,16 @@ def _dashboard(f: store.DashboardFigures) -> p.Dashboard:
             observed_at=ts(f.now) or "",
             stale=f.stale,
             stale_after_ms=th.stale_after_ms,
-            status=store.freshness_health(f.stale),  # type: ignore[arg-type]
+            status=health.freshness_health(f.stale),
         ),
         health=p.DashboardHealth(
             active_orphan_runs=f.orphan_runs,
             queue_backlog=queue_status != "ok",
-            status=f.status,  # type: ignore[arg-type]
+            status=f.status,
             stuck_runs=f.stuck_runs,
         ),
         queue=p.DashboardQueue(
-            backlog_status=queue_status,  # type: ignore[arg-type]
+            backlog_status=queue_status,
             backlog_threshold_ms=th.backlog_threshold_ms,
             backlog_warning=queue_status != "ok",
             depth=[

@@ -22,46 +22,9 @@ is named) and no task row is read. In-progress tasks are not in that index
 (claims and completions stay cheap): they are reached through their active
 runs, as are the runs' latencies (one task lookup per run).
 
-Health rules (``ok`` / ``warning`` / ``critical``); man page text:
-
-    active run    warning   stuck: no sign of life from its agent (claim,
-                            start, heartbeat) for stuck_after_ms (default
-                            10 min); or orphaned: its session is disconnected
-                  critical  stuck and orphaned: nobody is working on it
-    queue         warning   the oldest queued run has waited longer than
-                            backlog_threshold_ms (default 5 min);
-                            backlog_warning is true
-                  critical  it has waited longer than 4 x that threshold
-    in_progress   warning   some active run is stuck or orphaned
-                  critical  every active run is (and there is at least one)
-    blocked       warning   some task awaits approval (a person must act;
-                            waiting for dependencies alone is ok)
-    failed        warning   some task is failed
-    freshness     warning   stale: there are queued or active runs and
-                            nothing happened for stale_after_ms (default
-                            10 min)
-    health        the worst of queue, in_progress and freshness: the
-                  blocked and failed cards wait on people, not on the hub
-
-Figures: ``age_ms`` of an active run counts from its claim, and its
-``last_activity_at`` is its agent's latest claim, start or heartbeat (not
-the task's: a person's input or edit says nothing about the agent); claim latency
-is ``claimed_at - available_at`` (the time a claimable run waited for an
-agent: for a first attempt ``available_at`` is ``queued_at``, and a retry
-does not count its backoff or its earlier attempts); start latency is
-``started_at - claimed_at``; both over the runs claimed within
-``latency_window_ms`` (default 1 h) whose current claim still stands. A
-forced stop is a failed run whose last claim ended by lease expiry or by an
-operator's ``runs.fail``.
-
-Inbox lanes, for one actor; a task is in at most one lane, the first that
-matches: ``archived`` (the actor archived it), ``approvals`` (approval
-pending, not a draft), ``failed_runs`` (status failed), ``blocked`` (status
-blocked, or an open task awaiting an answer to an agent's question),
-``my_work`` (open — pending, ready, in progress — and owned by the actor).
-An item is unread while its task's ``last_activity_at`` is newer than the
-actor's ``last_seen_activity_at`` (no triage yet: unread). A dismissed item
-is hidden until newer activity arrives; then it is back, unread.
+The health rules are pure functions in ``aghd/health.py``; the rules, the
+figures and the inbox lanes are documented in agh-protocol(7) (METHODS,
+observe.dashboard and observe.inbox), and nowhere else.
 """
 
 from __future__ import annotations
@@ -70,7 +33,15 @@ import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 
-from agh.protocol import PRIORITY_RANK, RunStatus, TaskStatus
+from agh.protocol import PRIORITY_RANK, HealthStatus, RunStatus, TaskStatus
+from aghd.health import (
+    Thresholds,
+    freshness_health,
+    in_progress_health,
+    queue_health,
+    run_health,
+    worst,
+)
 from aghd.store.rows import find_task
 from aghd.store.workspaces import find_workspace
 
@@ -83,51 +54,11 @@ if TYPE_CHECKING:
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 LANES = ("my_work", "approvals", "failed_runs", "blocked", "archived")
-_SEVERITY = {"ok": 0, "warning": 1, "critical": 2}
-# A queue backlog is critical past this many times the warning threshold.
-BACKLOG_CRITICAL_FACTOR = 4
 # A filtered queue with at most this many queued runs on a channel finds its
 # oldest through each run; a larger one walks the queue in order instead.
 _FEW_QUEUED = 500
 # How far back the newest events are searched for a filter's latest activity.
 _EVENTS_WALKED = 2_000
-
-
-# -- health rules (see the module docstring) ------------------------------------------
-
-
-def worst(*statuses: str) -> str:
-    return max(statuses, key=_SEVERITY.__getitem__, default="ok")
-
-
-def run_health(stuck: bool, orphaned: bool) -> str:
-    if stuck and orphaned:
-        return "critical"
-    return "warning" if stuck or orphaned else "ok"
-
-
-def queue_health(oldest_age_ms: int | None, threshold_ms: int) -> str:
-    if oldest_age_ms is None or oldest_age_ms <= threshold_ms:
-        return "ok"
-    return "critical" if oldest_age_ms > BACKLOG_CRITICAL_FACTOR * threshold_ms else "warning"
-
-
-def in_progress_health(active: int, troubled: int) -> str:
-    if troubled == 0:
-        return "ok"
-    return "critical" if troubled >= active else "warning"
-
-
-def blocked_health(awaiting_approval: int) -> str:
-    return "warning" if awaiting_approval else "ok"
-
-
-def failed_health(failed_tasks: int) -> str:
-    return "warning" if failed_tasks else "ok"
-
-
-def freshness_health(stale: bool) -> str:
-    return "warning" if stale else "ok"
 
 
 # -- the dashboard ----------------------------------------------------------------------
@@ -143,14 +74,6 @@ class Filters:
     owner_ref: str | None = None
     network_channel: str | None = None
     origin_kind: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    stuck_after_ms: int = 600_000
-    backlog_threshold_ms: int = 300_000
-    stale_after_ms: int = 600_000
-    latency_window_ms: int = 3_600_000
 
 
 @dataclass(slots=True)
@@ -217,7 +140,7 @@ class DashboardFigures:
         return None if at is None else max(0, self.now - at)
 
     @property
-    def queue_status(self) -> str:
+    def queue_status(self) -> HealthStatus:
         return queue_health(self.age(self.oldest_queued_at), self.thresholds.backlog_threshold_ms)
 
     @property
@@ -230,11 +153,11 @@ class DashboardFigures:
         return self.has_live_work and age is not None and age > self.thresholds.stale_after_ms
 
     @property
-    def in_progress_status(self) -> str:
+    def in_progress_status(self) -> HealthStatus:
         return in_progress_health(self.active_runs, self.troubled_runs)
 
     @property
-    def status(self) -> str:
+    def status(self) -> HealthStatus:
         return worst(self.queue_status, self.in_progress_status, freshness_health(self.stale))
 
 
