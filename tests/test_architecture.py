@@ -276,6 +276,51 @@ def test_handlers_import_neither_the_server_nor_the_application() -> None:
     assert not wrong
 
 
+def every_import(module: str) -> set[str]:
+    """What ``module`` imports, ``if TYPE_CHECKING:`` blocks included: a type
+    named in a signature is a dependency too, even if never loaded."""
+    files = sources()
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(files[module].read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                names.add(full if full in files else node.module)
+    return names
+
+
+def test_the_store_sees_only_the_workflow_model_and_the_model_no_yaml() -> None:
+    # The store turns a parsed workflow into rows: it needs the data classes,
+    # never the reader, the checks or the plan.
+    store = [m for m in GRAPH if m == "aghd.store" or m.startswith("aghd.store.")]
+    wrong = {
+        (m, d)
+        for m in store
+        for d in every_import(m)
+        if (d == "aghd.workflows" or d.startswith("aghd.workflows."))
+        and d != "aghd.workflows.model"
+    }
+    assert not wrong
+    assert "aghd.workflows.model" in every_import("aghd.store.workflows")  # the walk sees it
+    # The model, and whatever it loads, stays free of yaml and of the store.
+    reached: set[str] = set()
+    todo = ["aghd.workflows.model"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(OURS[module])
+    bad = {
+        (m, d)
+        for m in reached
+        for d in (every_import(m) if m == "aghd.workflows.model" else GRAPH[m])
+        if d.split(".")[0] == "yaml" or d == "aghd.store" or d.startswith("aghd.store.")
+    }
+    assert not bad
+
+
 def test_no_import_cycle_but_the_known_ones() -> None:
     found = cycles(OURS)
     assert sorted(map(sorted, found)) == sorted(map(sorted, KNOWN_CYCLES))

@@ -1,4 +1,5 @@
-"""Workflow YAML: parsing, validation (with exact positions) and plans.
+"""Workflow YAML (``aghd.workflows``): parsing, validation (with exact
+positions) and plans.
 
 Pure functions, no daemon. Every test runs with both the libyaml loader and
 the pure-Python one, because positions and values must not depend on which
@@ -16,7 +17,8 @@ import yaml
 
 from agh.errors import InvalidParams
 from agh.protocol import PlanLevel, StepCondition, WorkflowPlan
-from aghd import workflow_spec as ws
+from aghd import workflows as ws
+from aghd.workflows import reader
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,7 +28,7 @@ LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader"
 
 @pytest.fixture(autouse=True, params=LOADERS, ids=lambda loader: loader.__name__)
 def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(ws, "_LOADER", request.param)
+    monkeypatch.setattr(reader, "_LOADER", request.param)
     yield
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from agh import protocol as p
-from aghd import views, workflow_spec
+from aghd import views, workflows
 from aghd.rpc import Context, method
 from aghd.store import workflows as store
 
@@ -37,8 +37,8 @@ def _result(
 @method("workflows.compose", p.WorkflowsComposeParams)
 async def compose(ctx: Context, params: p.WorkflowsComposeParams) -> p.ComposeResult:
     # Parsing a large file takes a while; keep the event loop answering.
-    wf = await anyio.to_thread.run_sync(workflow_spec.parse, params.yaml, params.vars)
-    plan = workflow_spec.to_plan(wf)
+    wf = await anyio.to_thread.run_sync(workflows.parse, params.yaml, params.vars)
+    plan = workflows.to_plan(wf)
     caller = ctx.caller
     max_attempts = ctx.daemon.config.default_max_attempts
     ref = params.update

@@ -8,7 +8,7 @@ or messages is never deleted, whatever the new file says: the update is
 refused instead when the new file has no place for it); and starting (or
 restarting) the DAG, also when ``tasks.start`` names the root
 (``start_task_or_workflow`` is the entry point that starts any task). Must
-not: parse or validate YAML (``aghd.workflow_spec``), or judge what blocks
+not: parse or validate YAML (``aghd.workflows``), or judge what blocks
 a step (``graph``).
 """
 
@@ -27,7 +27,7 @@ from aghd.store.tasks import add_initial_dependencies, create_task, start_task_r
 if TYPE_CHECKING:
     import sqlite3
 
-    from aghd.workflow_spec import Step, Workflow
+    from aghd.workflows.model import Step, Workflow
 
 
 def find_workflow(tx: Tx, ref: str) -> sqlite3.Row:

@@ -1,39 +1,26 @@
-"""Workflow YAML: parse and validate a ``kt task compose``-style definition,
-and build its execution plan.
+"""Positioned values to a validated ``Workflow``: the checks.
 
-This module owns the file format and nothing else: it takes YAML text and
-variables, and returns a validated ``Workflow`` (every step's variables
-resolved, dependencies expanded, conditions checked) and, from that, the
-``WorkflowPlan`` wire shape. It must stay pure: no SQL, no sockets, no daemon
-state, so the compose handler can run it for a dry run and for a real compose
-alike, and tests can run it without a daemon.
-
-Every problem raises ``InvalidParams`` whose message starts with the 1-based
-line and column of the offending YAML node and ends with what to do about it.
-That is why the YAML is composed into nodes (which carry positions) and
-converted here, rather than loaded straight into Python values.
+Owns what a workflow definition may say: the keys and their types, step
+ids, actions, dependencies (resolved, expanded through branches, no
+cycles) and conditions, each problem reported at its line and column with
+what to do about it. ``parse`` is the entry point: text in (through the
+reader), ``Workflow`` out. Must stay pure: no SQL, no sockets, no daemon
+state, so the compose handler can run it for a dry run and for a real
+compose alike, and tests can run it without a daemon.
 """
 
 from __future__ import annotations
 
-import difflib
 import heapq
-import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import yaml
+from aghd.workflows.model import Condition, Step, Workflow
+from aghd.workflows.reader import Node, did_you_mean, fail, kind, listing, plain, read
 
-from agh.errors import InvalidParams
-from agh.protocol import PlanLevel, PlanStep, StepCondition, WorkflowPlan
-
-# libyaml is much faster; the pure-Python loader gives the same nodes and marks.
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-_FIELD = "$.params.yaml"
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 ACTIONS = ("agent", "tool_execution", "sub_task")
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -64,77 +51,8 @@ _CONDITION_KEYS = ("field", *CONDITION_OPS)
 
 # No dots in an id, so "branch.inner" full ids are never ambiguous.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_VAR_NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
-_VAR_REF = re.compile(rf"\s*var\.({_VAR_NAME})\s*")
-_WHOLE_VAR = re.compile(rf"\{{\{{\s*var\.({_VAR_NAME})\s*\}}\}}")
-
-# Limits that keep a hostile or broken file from hanging the daemon: alias
-# chains ("billion laughs") multiply values, and deep nesting recurses.
-_MAX_VALUES = 200_000
-_MAX_DEPTH = 100
 _TITLE_MAX = 1000  # the wire's Title limit: a step becomes a task
 _CHANNEL_MAX = 4096  # the wire's NonEmpty limit
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what the JSON encoder can carry
-_KNOWN_LIST_MAX = 20
-
-_T = "tag:yaml.org,2002:"
-_STR, _NULL, _BOOL, _INT, _FLOAT = _T + "str", _T + "null", _T + "bool", _T + "int", _T + "float"
-_TIMESTAMP, _MERGE, _VALUE = _T + "timestamp", _T + "merge", _T + "value"
-_SEQ, _MAP = _T + "seq", _T + "map"
-
-
-# -- the parsed workflow ----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """Run the step only if ``steps.<step>.output.<path>`` satisfies ``op``."""
-
-    field: str  # as written (after variables)
-    step: str  # full id of the step whose output is read
-    path: tuple[str, ...]  # empty: the whole output
-    op: str  # "equals" | "not_equals" | "exists"
-    value: Any
-    line: int
-    column: int
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    id: str  # full id: "<branch id>.<inner id>" inside a branch
-    title: str
-    description: str | None
-    action: str  # "agent" | "tool_execution" | "sub_task" | "branch"
-    tool: str | None
-    inputs: dict[str, Any]
-    # Full ids of the non-branch steps this one waits for: dependencies on a
-    # branch are expanded, and an inner step with no dependency inside its
-    # branch also waits for what the branch waits for.
-    depends_on: tuple[str, ...]
-    # Its own condition, then those of its enclosing branches, innermost first.
-    conditions: tuple[Condition, ...]
-    parent: str | None
-    priority: str | None
-    network_channel: str | None
-    approval: str  # "none" | "manual"
-    max_attempts: int | None
-    metadata: Any
-    task_ref: str | None  # sub_task: the task it copies its definition from
-    line: int
-    column: int
-
-
-@dataclass(frozen=True, slots=True)
-class Workflow:
-    name: str
-    description: str | None
-    # Every step, branches and their inner steps included, in an order where
-    # each step follows its dependencies and a branch precedes its steps.
-    steps: tuple[Step, ...]
-
-
-# -- public API -------------------------------------------------------------
 
 
 def parse(text: str, variables: Mapping[str, Any]) -> Workflow:
@@ -146,357 +64,12 @@ def parse(text: str, variables: Mapping[str, Any]) -> Workflow:
     duplicate ids, unknown or self dependencies, cycles, unknown variables
     and bad conditions.
     """
-    root = _Reader(text, variables).document()
-    return _Builder().build(root)
-
-
-def to_plan(wf: Workflow) -> WorkflowPlan:
-    """The execution plan of a workflow returned by ``parse``.
-
-    Non-branch steps are grouped into topological levels (0 = no
-    dependencies); steps of one level may run in parallel. Raises nothing for
-    a ``Workflow`` that came from ``parse``.
-    """
-    level_of: dict[str, int] = {}
-    for step in wf.steps:  # topological order: dependencies come first
-        if step.action != "branch":
-            level_of[step.id] = 1 + max((level_of[d] for d in step.depends_on), default=-1)
-    # File order within a level; a stable sort keeps ties (steps that came from
-    # one variable share its position) in dependency order.
-    by_position = sorted(wf.steps, key=lambda s: (s.line, s.column))
-    levels: list[PlanLevel] = []
-    for level in range(max(level_of.values(), default=-1) + 1):
-        ids = [s.id for s in by_position if level_of.get(s.id) == level]
-        levels.append(PlanLevel(level=level, steps=ids, parallel=len(ids) > 1))
-    steps = [
-        PlanStep(
-            id=s.id,
-            title=s.title,
-            description=s.description,
-            action=cast("Any", s.action),
-            tool=s.tool,
-            inputs=s.inputs,
-            depends_on=list(s.depends_on),
-            conditions=[
-                StepCondition(field=c.field, op=cast("Any", c.op), value=c.value)
-                for c in s.conditions
-            ],
-            parent=s.parent,
-            level=level_of.get(s.id),
-            priority=cast("Any", s.priority),
-            network_channel=s.network_channel,
-            approval=cast("Any", s.approval),
-            max_attempts=s.max_attempts,
-            metadata=s.metadata,
-            task_ref=s.task_ref,
-            line=s.line,
-        )
-        for s in wf.steps
-    ]
-    return WorkflowPlan(name=wf.name, description=wf.description, levels=levels, steps=steps)
-
-
-# -- errors -----------------------------------------------------------------
-
-
-def _fail(line: int, column: int, problem: str, hint: str) -> NoReturn:
-    raise InvalidParams(
-        f"workflow YAML line {line}, column {column}: {problem}; {hint}",
-        {"field": _FIELD, "line": line, "column": column, "hint": hint},
-    )
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null (empty)"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _listing(names: Iterable[str]) -> str:
-    names = list(names)
-    if not names:
-        return "(none)"
-    shown = ", ".join(names[:_KNOWN_LIST_MAX])
-    return shown + (", ..." if len(names) > _KNOWN_LIST_MAX else "")
-
-
-def _tag_name(tag: str) -> str:
-    return "!!" + tag[len(_T) :] if tag.startswith(_T) else tag
-
-
-# -- YAML nodes to positioned values ----------------------------------------
-
-
-@dataclass(slots=True)
-class _Node:
-    """A value with the 1-based position it was written at.
-
-    ``value`` is a scalar, ``list[_Node]`` or ``dict[str, _Node]``; a mapping
-    also records where each key was written, for unknown-key errors.
-    """
-
-    value: Any
-    line: int
-    column: int
-    keys: dict[str, tuple[int, int]] | None = None
-
-
-def _plain(node: _Node) -> Any:
-    """The JSON-like Python value of a node (positions dropped)."""
-    if isinstance(node.value, list):
-        return [_plain(item) for item in node.value]
-    if isinstance(node.value, dict):
-        return {key: _plain(item) for key, item in node.value.items()}
-    return node.value
-
-
-class _Reader:
-    """Composes the YAML and converts its nodes, filling in variables."""
-
-    def __init__(self, text: str, variables: Mapping[str, Any]) -> None:
-        self.text = text
-        self.variables = variables
-        # A fresh constructor per parse: it caches every node it constructs.
-        self.constructor = yaml.constructor.SafeConstructor()
-        self.budget = _MAX_VALUES
-        self.active: set[int] = set()  # mapping/sequence nodes being converted
-
-    def document(self) -> _Node:
-        try:
-            node = yaml.compose(self.text, Loader=_LOADER)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            problem = ": ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-            _fail(line, column, f"YAML syntax error: {problem}", "fix the YAML syntax there")
-        except yaml.YAMLError as exc:
-            # Reader errors (bad characters) carry an offset, not a mark.
-            line, column = self._position(getattr(exc, "position", 0))
-            problem = str(exc).splitlines()[0]
-            _fail(line, column, f"unreadable YAML: {problem}", "remove the offending character")
-        except RecursionError:
-            _fail(1, 1, "YAML is nested too deeply", f"keep nesting under {_MAX_DEPTH} levels")
-        if node is None:
-            _fail(1, 1, "the workflow YAML is empty", "write a mapping with name and steps")
-        return self.convert(node, 0)
-
-    def _position(self, offset: int) -> tuple[int, int]:
-        before = self.text[: max(0, offset)]
-        return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
-
-    def convert(self, node: yaml.Node, depth: int) -> _Node:
-        line, column = node.start_mark.line + 1, node.start_mark.column + 1
-        self.budget -= 1
-        if self.budget < 0:
-            _fail(
-                line,
-                column,
-                f"the YAML expands to more than {_MAX_VALUES} values (through aliases?)",
-                "use fewer or smaller aliases",
-            )
-        if depth > _MAX_DEPTH:
-            _fail(
-                line, column, "YAML is nested too deeply", f"keep nesting under {_MAX_DEPTH} levels"
-            )
-        if isinstance(node, yaml.ScalarNode):
-            value = self.scalar(node)
-            if isinstance(value, str):
-                return self.interpolate(value, line, column)
-            return _Node(value, line, column)
-        if id(node) in self.active:
-            _fail(line, column, "recursive YAML alias", "an anchor cannot contain its own alias")
-        self.active.add(id(node))
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                if node.tag != _SEQ:
-                    self._bad_tag(node, line, column)
-                return _Node([self.convert(item, depth + 1) for item in node.value], line, column)
-            if node.tag != _MAP:
-                self._bad_tag(node, line, column)
-            return self.mapping(cast("yaml.MappingNode", node), depth, line, column)
-        finally:
-            self.active.discard(id(node))
-
-    def mapping(self, node: yaml.MappingNode, depth: int, line: int, column: int) -> _Node:
-        own: dict[str, _Node] = {}
-        keys: dict[str, tuple[int, int]] = {}
-        merges: list[yaml.Node] = []
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _MERGE:
-                # "<<: *anchor" (or a list of them): keys written here win.
-                sources = (
-                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                )
-                merges.extend(sources)
-                continue
-            key = self.key(key_node)
-            key_line, key_column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            if key in keys:
-                first_line, first_column = keys[key]
-                _fail(
-                    key_line,
-                    key_column,
-                    f"duplicate key '{key}' (first at line {first_line}, column {first_column})",
-                    "remove one of them",
-                )
-            keys[key] = (key_line, key_column)
-            own[key] = self.convert(value_node, depth + 1)
-        if not merges:
-            return _Node(own, line, column, keys)
-        merged: dict[str, _Node] = {}
-        merged_keys: dict[str, tuple[int, int]] = {}
-        for source in merges:
-            value = self.convert(source, depth + 1)
-            if not isinstance(value.value, dict) or value.keys is None:
-                _fail(
-                    value.line,
-                    value.column,
-                    f"'<<' merges {_kind(_plain(value))}",
-                    "merge only mappings (<<: *anchor)",
-                )
-            for key, item in value.value.items():
-                if key not in merged:  # the first source that has a key wins
-                    merged[key] = item
-                    merged_keys[key] = value.keys[key]
-        for key, item in own.items():
-            merged.pop(key, None)
-            merged_keys.pop(key, None)
-            merged[key] = item
-            merged_keys[key] = keys[key]
-        return _Node(merged, line, column, merged_keys)
-
-    def key(self, node: yaml.Node) -> str:
-        line, column = node.start_mark.line + 1, node.start_mark.column + 1
-        if not isinstance(node, yaml.ScalarNode):
-            hint = "use a plain string key"
-            if isinstance(node, yaml.MappingNode):
-                # An unquoted "{{ var.x }}" parses as a nested flow mapping.
-                hint = 'if this is a placeholder, quote it: "{{ var.NAME }}"'
-            _fail(line, column, "a mapping key must be a string", hint)
-        value = self.scalar(node)
-        if not isinstance(value, str):
-            _fail(
-                line,
-                column,
-                f"mapping key '{node.value}' is read as {_kind(value)}, not a string",
-                f'quote it: "{node.value}"',
-            )
-        return value
-
-    def scalar(self, node: yaml.ScalarNode) -> Any:
-        line, column = node.start_mark.line + 1, node.start_mark.column + 1
-        tag = node.tag
-        # Dates stay as written: the plan travels as JSON, which has no dates.
-        if tag in (_STR, _TIMESTAMP, _MERGE, _VALUE):
-            return node.value
-        if tag not in (_NULL, _BOOL, _INT, _FLOAT):
-            self._bad_tag(node, line, column)
-        try:
-            value = self.constructor.construct_object(node)
-        except (yaml.YAMLError, ValueError):
-            _fail(
-                line,
-                column,
-                f"'{node.value}' is not a valid {_tag_name(tag)}",
-                "fix the value or remove the tag",
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            _fail(
-                line,
-                column,
-                f"'{node.value}' is not a finite number",
-                "quote it to make it a string",
-            )
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and not _INT_MIN <= value <= _INT_MAX
-        ):
-            _fail(
-                line, column, f"integer {node.value} is too large", "quote it to make it a string"
-            )
-        return value
-
-    def _bad_tag(self, node: yaml.Node, line: int, column: int) -> NoReturn:
-        _fail(
-            line,
-            column,
-            f"unsupported YAML tag {_tag_name(node.tag)}",
-            "remove the tag: only strings, numbers, booleans, null, lists and mappings work",
-        )
-
-    def interpolate(self, text: str, line: int, column: int) -> _Node:
-        if "{{" not in text:
-            return _Node(text, line, column)
-        whole = _WHOLE_VAR.fullmatch(text)
-        if whole:
-            # The whole value is one placeholder: keep the variable's type.
-            # wrap() builds new containers, so steps never share a variable's.
-            return self.wrap(self.variable(whole.group(1), text, line, column), line, column, 0)
-
-        def substitute(match: re.Match[str]) -> str:
-            ref = _VAR_REF.fullmatch(match.group(1))
-            if ref is None:
-                _fail(
-                    line,
-                    column,
-                    f"unsupported placeholder '{match.group(0)}'",
-                    "only {{ var.NAME }} is supported",
-                )
-            value = self.variable(ref.group(1), text, line, column)
-            if isinstance(value, str):
-                return value
-            return json.dumps(value, ensure_ascii=False, default=str)
-
-        return _Node(_PLACEHOLDER.sub(substitute, text), line, column)
-
-    def variable(self, name: str, text: str, line: int, column: int) -> Any:
-        if name not in self.variables:
-            known = _listing(sorted(self.variables))
-            _fail(
-                line,
-                column,
-                f"unknown variable '{name}' in '{text}'",
-                f"pass it with --var {name}=VALUE; known variables: {known}"
-                + _did_you_mean(name, self.variables),
-            )
-        return self.variables[name]
-
-    def wrap(self, value: Any, line: int, column: int, depth: int) -> _Node:
-        """A variable's value as nodes, all at the placeholder's position."""
-        if depth > _MAX_DEPTH:
-            _fail(line, column, "variable value is nested too deeply", "flatten the variable")
-        if isinstance(value, Mapping):
-            items = {str(k): self.wrap(v, line, column, depth + 1) for k, v in value.items()}
-            return _Node(items, line, column, dict.fromkeys(items, (line, column)))
-        if isinstance(value, list | tuple):
-            return _Node([self.wrap(v, line, column, depth + 1) for v in value], line, column)
-        return _Node(value, line, column)
-
-
-# -- nodes to a validated workflow -------------------------------------------
+    return _Builder().build(read(text, variables))
 
 
 @dataclass(slots=True)
 class _RawCondition:
-    field: _Node
+    field: Node
     op: str
     value: Any
     line: int
@@ -510,13 +83,13 @@ class _Draft:
     id: str
     parent: str | None
     index: int  # position in the file (pre-order)
-    node: _Node
+    node: Node
     title: str
     description: str | None
     action: str
     tool: str | None
     inputs: dict[str, Any]
-    deps: list[_Node]
+    deps: list[Node]
     condition: _RawCondition | None
     priority: str | None
     network_channel: str | None
@@ -527,61 +100,59 @@ class _Draft:
     children: list[str]
 
 
-def _check_keys(node: _Node, allowed: tuple[str, ...], where: str) -> dict[str, _Node]:
-    items: dict[str, _Node] = node.value
+def _check_keys(node: Node, allowed: tuple[str, ...], where: str) -> dict[str, Node]:
+    items: dict[str, Node] = node.value
     assert node.keys is not None
     for key in items:
         if key not in allowed:
             line, column = node.keys[key]
-            _fail(
+            fail(
                 line,
                 column,
                 f"unknown key '{key}' in {where}",
-                f"allowed keys: {', '.join(allowed)}" + _did_you_mean(key, allowed),
+                f"allowed keys: {', '.join(allowed)}" + did_you_mean(key, allowed),
             )
     return items
 
 
-def _optional(items: dict[str, _Node], key: str) -> _Node | None:
+def _optional(items: dict[str, Node], key: str) -> Node | None:
     """The node for ``key``; an explicit null counts as not written."""
     node = items.get(key)
     return None if node is None or node.value is None else node
 
 
 def _string(
-    node: _Node, what: str, max_length: int | None = None, *, allow_empty: bool = False
+    node: Node, what: str, max_length: int | None = None, *, allow_empty: bool = False
 ) -> str:
     if not isinstance(node.value, str):
-        _fail(
+        fail(
             node.line,
             node.column,
-            f"{what} must be a string, not {_kind(_plain(node))}",
+            f"{what} must be a string, not {kind(plain(node))}",
             "write a string",
         )
     if not allow_empty and not node.value.strip():
-        _fail(node.line, node.column, f"{what} is empty", "write a non-empty string")
+        fail(node.line, node.column, f"{what} is empty", "write a non-empty string")
     if max_length is not None and len(node.value) > max_length:
-        _fail(
-            node.line, node.column, f"{what} is longer than {max_length} characters", "shorten it"
-        )
+        fail(node.line, node.column, f"{what} is longer than {max_length} characters", "shorten it")
     return node.value
 
 
-def _choice(node: _Node, what: str, choices: tuple[str, ...]) -> str:
+def _choice(node: Node, what: str, choices: tuple[str, ...]) -> str:
     allowed = ", ".join(choices)
     if not isinstance(node.value, str):
-        _fail(
+        fail(
             node.line,
             node.column,
-            f"{what} must be one of {allowed}, not {_kind(_plain(node))}",
+            f"{what} must be one of {allowed}, not {kind(plain(node))}",
             f"use one of {allowed}",
         )
     if node.value not in choices:
-        _fail(
+        fail(
             node.line,
             node.column,
             f"{what} '{node.value}' is not one of {allowed}",
-            f"use one of {allowed}" + _did_you_mean(node.value, choices),
+            f"use one of {allowed}" + did_you_mean(node.value, choices),
         )
     return node.value
 
@@ -590,17 +161,17 @@ class _Builder:
     def __init__(self) -> None:
         self.drafts: dict[str, _Draft] = {}
 
-    def build(self, root: _Node) -> Workflow:
+    def build(self, root: Node) -> Workflow:
         if not isinstance(root.value, dict):
-            _fail(
+            fail(
                 root.line,
                 root.column,
-                f"the workflow must be a mapping, not {_kind(_plain(root))}",
+                f"the workflow must be a mapping, not {kind(plain(root))}",
                 "write a mapping with name, description and steps",
             )
         items = _check_keys(root, _TOP_KEYS, "the workflow")
         if "name" not in items:
-            _fail(root.line, root.column, "the workflow has no name", "add a name: key")
+            fail(root.line, root.column, "the workflow has no name", "add a name: key")
         name = _string(items["name"], "the workflow name", _TITLE_MAX)
         description_node = _optional(items, "description")
         description = (
@@ -609,7 +180,7 @@ class _Builder:
             else None
         )
         if "steps" not in items:
-            _fail(root.line, root.column, "the workflow has no steps", "add a steps: list")
+            fail(root.line, root.column, "the workflow has no steps", "add a steps: list")
         self.read_steps(items["steps"], None, "the workflow")
 
         resolved = {d.id: self.resolve_deps(d) for d in self.drafts.values()}
@@ -621,27 +192,27 @@ class _Builder:
 
     # -- reading steps --
 
-    def read_steps(self, node: _Node, parent: _Draft | None, where: str) -> None:
+    def read_steps(self, node: Node, parent: _Draft | None, where: str) -> None:
         if not isinstance(node.value, list) or not node.value:
-            _fail(
+            fail(
                 node.line,
                 node.column,
-                f"steps of {where} must be a non-empty list, not {_kind(_plain(node))}",
+                f"steps of {where} must be a non-empty list, not {kind(plain(node))}",
                 "list the steps, each starting with '- id: ...'",
             )
-        siblings: dict[str, _Node] = {}
+        siblings: dict[str, Node] = {}
         for item in node.value:
             draft = self.read_step(item, parent, siblings)
             if parent is not None:
                 parent.children.append(draft.id)
 
-    def read_step(self, node: _Node, parent: _Draft | None, siblings: dict[str, _Node]) -> _Draft:
+    def read_step(self, node: Node, parent: _Draft | None, siblings: dict[str, Node]) -> _Draft:
         where = f"a step of branch '{parent.id}'" if parent else "a step"
         if not isinstance(node.value, dict):
-            _fail(
+            fail(
                 node.line,
                 node.column,
-                f"{where} must be a mapping, not {_kind(_plain(node))}",
+                f"{where} must be a mapping, not {kind(plain(node))}",
                 "write the step as '- id: ...' with its keys indented under it",
             )
         written_id = node.value.get("id")
@@ -652,11 +223,11 @@ class _Builder:
         items = _check_keys(node, _STEP_KEYS, where)
         keys = node.keys or {}
         if "id" not in items:
-            _fail(node.line, node.column, f"{where} has no id", "add an id: key")
+            fail(node.line, node.column, f"{where} has no id", "add an id: key")
         id_node = items["id"]
         short = _string(id_node, "step id")
         if not _ID.fullmatch(short):
-            _fail(
+            fail(
                 id_node.line,
                 id_node.column,
                 f"step id '{short}' is not valid",
@@ -664,7 +235,7 @@ class _Builder:
             )
         if short in siblings:
             first = siblings[short]
-            _fail(
+            fail(
                 id_node.line,
                 id_node.column,
                 f"duplicate step id '{short}' (first at line {first.line}, column {first.column})",
@@ -676,7 +247,7 @@ class _Builder:
 
         if "title" in items and "name" in items:
             line, column = keys["name"]
-            _fail(line, column, f"{label} has both title and name", "keep one of them")
+            fail(line, column, f"{label} has both title and name", "keep one of them")
         title_node = _optional(items, "title") or _optional(items, "name")
         title = _string(title_node, f"{label} title", _TITLE_MAX) if title_node else full
         description_node = _optional(items, "description")
@@ -694,7 +265,7 @@ class _Builder:
             action = _choice(action_node, f"{label} action", (*ACTIONS, "branch"))
         if action == "branch" and not has_steps:
             assert action_node is not None
-            _fail(
+            fail(
                 action_node.line,
                 action_node.column,
                 f"{label} is a branch but has no steps",
@@ -702,7 +273,7 @@ class _Builder:
             )
         if action != "branch" and has_steps:
             line, column = keys["steps"]
-            _fail(
+            fail(
                 line,
                 column,
                 f"{label} has inline steps but action '{action}'",
@@ -712,12 +283,12 @@ class _Builder:
         def forbid(key: str, why: str) -> None:
             if _optional(items, key) is not None:
                 line, column = keys[key]
-                _fail(line, column, f"{label} cannot have {key}: {why}", f"remove {key}")
+                fail(line, column, f"{label} cannot have {key}: {why}", f"remove {key}")
 
         tool: str | None = None
         if action == "tool_execution":
             if _optional(items, "tool") is None:
-                _fail(
+                fail(
                     node.line,
                     node.column,
                     f"{label} (tool_execution) has no tool",
@@ -730,11 +301,11 @@ class _Builder:
         task_ref: str | None = None
         if "task_definition_id" in items and "task" in items:
             line, column = keys["task"]
-            _fail(line, column, f"{label} has both task_definition_id and task", "keep one of them")
+            fail(line, column, f"{label} has both task_definition_id and task", "keep one of them")
         ref_key = "task_definition_id" if "task_definition_id" in items else "task"
         if action == "sub_task":
             if _optional(items, ref_key) is None:
-                _fail(
+                fail(
                     node.line,
                     node.column,
                     f"{label} (sub_task) names no task",
@@ -749,23 +320,23 @@ class _Builder:
             forbid("inputs", "a branch has no inputs of its own; put them on its steps")
         elif (inputs_node := _optional(items, "inputs")) is not None:
             if not isinstance(inputs_node.value, dict):
-                _fail(
+                fail(
                     inputs_node.line,
                     inputs_node.column,
-                    f"{label} inputs must be a mapping, not {_kind(_plain(inputs_node))}",
+                    f"{label} inputs must be a mapping, not {kind(plain(inputs_node))}",
                     "write inputs as key: value pairs",
                 )
-            inputs = _plain(inputs_node)
+            inputs = plain(inputs_node)
 
-        deps: list[_Node] = []
+        deps: list[Node] = []
         if (deps_node := _optional(items, "depends_on")) is not None:
             entries = deps_node.value if isinstance(deps_node.value, list) else [deps_node]
             for entry in entries:
                 if not isinstance(entry.value, str):
-                    _fail(
+                    fail(
                         entry.line,
                         entry.column,
-                        f"{label} depends_on entries must be step ids, not {_kind(_plain(entry))}",
+                        f"{label} depends_on entries must be step ids, not {kind(plain(entry))}",
                         "write depends_on: [step-id, ...] and quote ids that look like numbers",
                     )
                 deps.append(entry)
@@ -791,14 +362,14 @@ class _Builder:
         if (attempts_node := _optional(items, "max_attempts")) is not None:
             value = attempts_node.value
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-                _fail(
+                fail(
                     attempts_node.line,
                     attempts_node.column,
                     f"{label} max_attempts must be an integer from 1 to 1000, not {value!r}",
                     "write a whole number such as 3",
                 )
             max_attempts = value
-        metadata = _plain(items["metadata"]) if "metadata" in items else None
+        metadata = plain(items["metadata"]) if "metadata" in items else None
 
         draft = _Draft(
             id=full,
@@ -826,17 +397,17 @@ class _Builder:
             self.read_steps(items["steps"], draft, f"branch '{full}'")
         return draft
 
-    def read_condition(self, node: _Node, label: str) -> _RawCondition:
+    def read_condition(self, node: Node, label: str) -> _RawCondition:
         if not isinstance(node.value, dict):
-            _fail(
+            fail(
                 node.line,
                 node.column,
-                f"{label} condition must be a mapping, not {_kind(_plain(node))}",
+                f"{label} condition must be a mapping, not {kind(plain(node))}",
                 "write condition: {field: steps.<id>.output.<path>, equals: <value>}",
             )
         items = _check_keys(node, _CONDITION_KEYS, f"{label} condition")
         if "field" not in items:
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"{label} condition has no field",
@@ -845,7 +416,7 @@ class _Builder:
         _string(items["field"], f"{label} condition field")
         ops = [op for op in CONDITION_OPS if op in items]
         if not ops:
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"{label} condition has no test",
@@ -854,17 +425,15 @@ class _Builder:
         if len(ops) > 1:
             assert node.keys is not None
             line, column = node.keys[ops[1]]
-            _fail(
-                line, column, f"{label} condition has both {ops[0]} and {ops[1]}", "keep one test"
-            )
+            fail(line, column, f"{label} condition has both {ops[0]} and {ops[1]}", "keep one test")
         op = ops[0]
         value_node = items[op]
-        value = _plain(value_node)
+        value = plain(value_node)
         if op == "exists" and not isinstance(value, bool):
-            _fail(
+            fail(
                 value_node.line,
                 value_node.column,
-                f"{label} condition exists must be true or false, not {_kind(value)}",
+                f"{label} condition exists must be true or false, not {kind(value)}",
                 "write exists: true (or false)",
             )
         return _RawCondition(items["field"], op, value, node.line, node.column)
@@ -886,7 +455,7 @@ class _Builder:
             scope = self.drafts[scope].parent
 
     def known(self, exclude: str) -> str:
-        return _listing(i for i in self.drafts if i != exclude)
+        return listing(i for i in self.drafts if i != exclude)
 
     def resolve_deps(self, draft: _Draft) -> list[str]:
         resolved: list[str] = []
@@ -894,29 +463,29 @@ class _Builder:
             ref = entry.value
             target = self.lookup(ref, draft.parent)
             if target is None:
-                _fail(
+                fail(
                     entry.line,
                     entry.column,
                     f"step '{draft.id}' depends on unknown step '{ref}'",
                     f"known steps: {self.known(draft.id)}"
-                    + _did_you_mean(ref, (i for i in self.drafts if i != draft.id)),
+                    + did_you_mean(ref, (i for i in self.drafts if i != draft.id)),
                 )
             if target == draft.id:
-                _fail(
+                fail(
                     entry.line,
                     entry.column,
                     f"step '{draft.id}' depends on itself",
                     f"remove '{ref}' from its depends_on",
                 )
             if draft.id.startswith(target + "."):
-                _fail(
+                fail(
                     entry.line,
                     entry.column,
                     f"step '{draft.id}' depends on its own branch '{target}'",
                     "remove it: a branch's steps already wait for what the branch waits for",
                 )
             if target.startswith(draft.id + "."):
-                _fail(
+                fail(
                     entry.line,
                     entry.column,
                     f"branch '{draft.id}' depends on its own step '{target}'",
@@ -1001,7 +570,7 @@ class _Builder:
         first = min(range(len(cycle)), key=lambda k: self.drafts[cycle[k]].index)
         cycle = cycle[first:] + cycle[:first]
         node = self.drafts[cycle[0]].node
-        _fail(
+        fail(
             node.line,
             node.column,
             f"dependency cycle: {' -> '.join([*cycle, cycle[0]])} (each step waits for the next)",
@@ -1026,14 +595,14 @@ class _Builder:
         parts = field.split(".")
         outputs = [k for k in range(2, len(parts)) if parts[k] == "output"]
         if parts[0] != "steps" or not outputs:
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"step '{draft.id}' condition field '{field}' is malformed",
                 shape,
             )
         if any(not part for part in parts):
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"step '{draft.id}' condition field '{field}' has an empty part",
@@ -1049,30 +618,30 @@ class _Builder:
                 break
         if target is None:
             ref = ".".join(parts[1 : outputs[0]])
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"step '{draft.id}' condition reads unknown step '{ref}'",
                 f"known steps: {self.known(draft.id)}"
-                + _did_you_mean(ref, (i for i in self.drafts if i != draft.id)),
+                + did_you_mean(ref, (i for i in self.drafts if i != draft.id)),
             )
         if self.drafts[target].action == "branch":
             example = self.drafts[target].children[0]
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"step '{draft.id}' condition reads branch '{target}', which has no output",
                 f"read one of its steps instead, e.g. steps.{example}.output",
             )
         if target == draft.id:
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"step '{draft.id}' condition reads its own output",
                 "a condition decides whether the step runs; test an earlier step's output",
             )
         if target.startswith(draft.id + "."):
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"branch '{draft.id}' condition reads its own step '{target}'",
@@ -1081,7 +650,7 @@ class _Builder:
         if not self.waits_for(draft.id, target, effective):
             same_scope = self.drafts[target].parent == draft.parent
             written = target.rsplit(".", 1)[-1] if same_scope else target
-            _fail(
+            fail(
                 node.line,
                 node.column,
                 f"step '{draft.id}' condition reads step '{target}', "
