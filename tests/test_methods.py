@@ -71,3 +71,11 @@ def test_the_protocol_man_page_documents_each() -> None:
         for name in re.findall(r"([a-z_]+(?:\.[a-z_]+)+)", line)
     }
     assert set(METHODS) <= documented, sorted(set(METHODS) - documented)
+
+
+def test_each_handler_lives_in_the_module_of_its_namespace() -> None:
+    for name, registered in REGISTRY.items():
+        namespace = name.split(".")[0]
+        module = registered.handler.__module__.rsplit(".", 1)[-1]
+        # session.hello sits with sessions.list: one resource, two spellings.
+        assert module in (namespace, namespace + "s"), (name, module)

@@ -1,24 +1,28 @@
-"""JSON-RPC handlers, one module per resource. Importing this package
-registers every method in ``aghd.rpc.REGISTRY``."""
+"""JSON-RPC handlers, one module per method namespace (``tasks.*`` in
+``tasks.py``, ``agent.*`` in ``agent.py``, ...; ``tests/test_methods.py``
+checks it). Importing this package registers every method in
+``aghd.rpc.REGISTRY``."""
 
 from aghd.handlers import (
     agent,
-    coordination,
+    events,
     observe,
     runs,
+    server,
     sessions,
-    streams,
+    subscriptions,
     tasks,
     workflows,
 )
 
 __all__ = [
     "agent",
-    "coordination",
+    "events",
     "observe",
     "runs",
+    "server",
     "sessions",
-    "streams",
+    "subscriptions",
     "tasks",
     "workflows",
 ]

@@ -1,6 +1,7 @@
 """``agent.*``: what an agent does with work — claim-next (with long-poll),
-heartbeat, complete, fail, release. Every call after the claim is fenced by
-the claim token (only its hash reaches the store)."""
+heartbeat, complete, fail, release, and its run's log and messages
+(``agent.log``, ``agent.send``, ``agent.messages``). Every call after the
+claim is fenced by the claim token (only its hash reaches the store)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from agh import protocol as p
 from agh.errors import Busy
 from aghd import views
 from aghd.rpc import Context, method
-from aghd.store import claims, leases
+from aghd.store import claims, coordination, leases
 from aghd.store.models import ClaimFilters
 from aghd.tokens import hash_token, new_token
 
@@ -124,3 +125,46 @@ async def release(ctx: Context, params: p.AgentReleaseParams) -> p.LeaseResult:
         leases.release_run, ctx.caller, params.run_id, hash_token(params.claim_token), params.reason
     )
     return p.LeaseResult(lease=views.lease(row))
+
+
+@method("agent.log", p.AgentLogParams)
+async def agent_log(ctx: Context, params: p.AgentLogParams) -> p.AgentLogResult:
+    lines = [coordination.NewLine(x.level, x.message, x.step, x.metadata) for x in params.lines]
+    count, last_id = await ctx.daemon.write(
+        coordination.append_logs,
+        ctx.caller,
+        params.run_id,
+        hash_token(params.claim_token),
+        lines,
+        ctx.daemon.config.log_retention_lines,
+    )
+    return p.AgentLogResult(accepted=count, last_id=last_id)
+
+
+@method("agent.send", p.AgentSendParams)
+async def agent_send(ctx: Context, params: p.AgentSendParams) -> p.MessageResult:
+    """A status or question from the agent holding the run."""
+    row = await ctx.daemon.write(
+        coordination.agent_post,
+        ctx.caller,
+        params.run_id,
+        hash_token(params.claim_token),
+        params.message,
+        params.kind,
+    )
+    return p.MessageResult(message=views.message(row))
+
+
+@method("agent.messages", p.AgentMessagesParams)
+async def agent_messages(ctx: Context, params: p.AgentMessagesParams) -> p.MessagesResult:
+    rows = await ctx.daemon.write(
+        coordination.agent_messages,
+        params.run_id,
+        hash_token(params.claim_token),
+        params.after,
+        params.limit,
+    )
+    return p.MessagesResult(
+        messages=[views.message(r) for r in rows],
+        next_after=rows[-1]["id"] if rows else params.after,
+    )

@@ -1,4 +1,4 @@
-"""``observe.dashboard``, ``observe.inbox`` and ``tasks.triage.*``.
+"""``observe.dashboard`` and ``observe.inbox``.
 
 The figures and the health rules come from aghd/store/observe.py; this
 module shapes them for the wire.
@@ -222,35 +222,3 @@ def _inbox_actor(ctx: Context, params: p.InboxParams) -> p.Actor:
         return p.Actor(caller.actor_kind, caller.actor_ref)  # type: ignore[arg-type]
     kind = params.owner_kind or caller.actor_kind
     return p.Actor(kind, params.owner_ref)  # type: ignore[arg-type]
-
-
-async def _triage(ctx: Context, params: p.IdParams, action: str) -> p.TriageResult:
-    caller = ctx.caller
-    row = await ctx.daemon.write(
-        store.set_triage, caller.actor_kind, caller.actor_ref, params.id, action
-    )
-    return p.TriageResult(triage=views.triage(row))
-
-
-@method("tasks.triage.read", p.IdParams)
-async def triage_read(ctx: Context, params: p.IdParams) -> p.TriageResult:
-    """Mark the task read for the calling actor (up to its current activity)."""
-    return await _triage(ctx, params, "read")
-
-
-@method("tasks.triage.dismiss", p.IdParams)
-async def triage_dismiss(ctx: Context, params: p.IdParams) -> p.TriageResult:
-    """Hide the task from the caller's inbox until it has newer activity."""
-    return await _triage(ctx, params, "dismiss")
-
-
-@method("tasks.triage.archive", p.IdParams)
-async def triage_archive(ctx: Context, params: p.IdParams) -> p.TriageResult:
-    """Move the task to the caller's archived lane (and mark it read)."""
-    return await _triage(ctx, params, "archive")
-
-
-@method("tasks.triage.unarchive", p.IdParams)
-async def triage_unarchive(ctx: Context, params: p.IdParams) -> p.TriageResult:
-    """agh addition: bring an archived task back to the caller's lanes."""
-    return await _triage(ctx, params, "unarchive")

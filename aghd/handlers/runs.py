@@ -1,4 +1,5 @@
-"""``runs.*``: operator actions on one run (no claim token needed)."""
+"""``runs.*``: operator actions on one run (no claim token needed), and
+reading its log (``runs.logs``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from agh import protocol as p
 from aghd import views
 from aghd.rpc import Context, method
-from aghd.store import claims, leases
+from aghd.store import claims, coordination, leases
 from aghd.store.rows import find_run, task_by_id
 from aghd.store.sessions import find_session
 from aghd.timefmt import ts
@@ -97,3 +98,20 @@ async def fail(ctx: Context, params: p.RunsFailParams) -> p.RunResult:
 @method("runs.cancel", p.RunsCancelParams)
 async def cancel(ctx: Context, params: p.RunsCancelParams) -> p.RunResult:
     return _result(await ctx.daemon.write(leases.cancel_run, ctx.caller, params.id, params.reason))
+
+
+@method("runs.logs", p.RunsLogsParams)
+async def run_logs(ctx: Context, params: p.RunsLogsParams) -> p.RunsLogsResult:
+    run_id, rows = await ctx.daemon.read(
+        coordination.read_logs,
+        params.id,
+        level=params.level,
+        step=params.step,
+        after=params.after,
+        limit=params.limit,
+    )
+    return p.RunsLogsResult(
+        logs=[views.run_log(r) for r in rows],
+        run_id=run_id,
+        next_after=rows[-1]["id"] if rows else params.after,
+    )

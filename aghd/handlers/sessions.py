@@ -1,4 +1,4 @@
-"""``session.hello``, ``sessions.list``, ``server.info``."""
+"""``session.hello`` and ``sessions.list``."""
 
 from __future__ import annotations
 
@@ -69,16 +69,3 @@ async def list_sessions(ctx: Context, params: p.SessionsListParams) -> p.Session
     rows = await ctx.daemon.read(store.list_sessions, params.state, params.limit, params.cursor)
     rows, cursor = views.page(rows, params.limit, "session_id")
     return p.SessionsListResult(sessions=[views.session(r) for r in rows], next_cursor=cursor)
-
-
-@method("server.info", p.EmptyParams)
-async def server_info(ctx: Context, params: p.EmptyParams) -> p.ServerInfoResult:
-    d = ctx.daemon
-    return p.ServerInfoResult(
-        version=d.version,
-        pid=d.pid,
-        socket=d.config.socket_path,
-        database=d.config.db_path,
-        started_at=ts(d.started_at) or "",
-        synchronous=d.config.synchronous,
-    )

@@ -1,4 +1,7 @@
-"""``tasks.*``: create, get, list, update, delete, start and the task's runs."""
+"""``tasks.*``: create, get, list, update, delete, start and the task's runs;
+the graph (children, dependencies, approval, cancel, tree); input for its
+agent (``tasks.send``); its events (``tasks.timeline``, ``tasks.stream``);
+and each actor's inbox triage (``tasks.triage.*``)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,13 @@ from agh import protocol as p
 from agh.errors import InvalidParams
 from aghd import views
 from aghd.rpc import Context, method
+from aghd.store import coordination, workflows
+from aghd.store import events as events_store
+from aghd.store import observe as observe_store
 from aghd.store import rows as lookups
 from aghd.store import tasks as store
-from aghd.store import workflows
 from aghd.store.models import NewTask, TaskFilters
+from aghd.store.rows import find_task
 
 if TYPE_CHECKING:
     from aghd.store.db import Tx
@@ -221,3 +227,66 @@ async def tree(ctx: Context, params: p.IdParams) -> p.TaskTreeResult:
         for n in await ctx.daemon.read(lookups.tree, params.id)
     ]
     return p.TaskTreeResult(tree=p.TaskTree(root=root, descendants=rest))
+
+
+@method("tasks.send", p.TasksSendParams)
+async def send(ctx: Context, params: p.TasksSendParams) -> p.MessageResult:
+    """Input for the task's running agent (kept for its next run if none)."""
+    row, delivered = await ctx.daemon.write(
+        coordination.send_to_task, ctx.caller, params.id, params.message
+    )
+    return p.MessageResult(message=views.message(row), delivered=delivered)
+
+
+@method("tasks.timeline", p.TimelineParams)
+async def timeline(ctx: Context, params: p.TimelineParams) -> p.TimelineResult:
+    def do(tx: Tx) -> list[events_store.TimelineEntry]:
+        task = find_task(tx, params.id)
+        rows = events_store.task_timeline(tx, task["id"], params.after_sequence, params.limit)
+        return events_store.timeline_entries(tx, rows)
+
+    entries = await ctx.daemon.read(do)
+    return p.TimelineResult(timeline=[views.timeline_item(e) for e in entries])
+
+
+@method("tasks.stream", p.TaskStreamParams)
+async def stream_task(ctx: Context, params: p.TaskStreamParams) -> p.SubscribeResult:
+    """One task's events; without ``after_sequence`` its whole history first."""
+    task = await ctx.daemon.read(find_task, params.id)
+    after = params.after_sequence or 0
+    sub = ctx.daemon.streams.subscribe(
+        ctx.conn, events_store.StreamFilter(task_id=task["id"]), after, ctx.after_reply
+    )
+    return p.SubscribeResult(subscription=sub.id, after_sequence=after)
+
+
+async def _triage(ctx: Context, params: p.IdParams, action: str) -> p.TriageResult:
+    caller = ctx.caller
+    row = await ctx.daemon.write(
+        observe_store.set_triage, caller.actor_kind, caller.actor_ref, params.id, action
+    )
+    return p.TriageResult(triage=views.triage(row))
+
+
+@method("tasks.triage.read", p.IdParams)
+async def triage_read(ctx: Context, params: p.IdParams) -> p.TriageResult:
+    """Mark the task read for the calling actor (up to its current activity)."""
+    return await _triage(ctx, params, "read")
+
+
+@method("tasks.triage.dismiss", p.IdParams)
+async def triage_dismiss(ctx: Context, params: p.IdParams) -> p.TriageResult:
+    """Hide the task from the caller's inbox until it has newer activity."""
+    return await _triage(ctx, params, "dismiss")
+
+
+@method("tasks.triage.archive", p.IdParams)
+async def triage_archive(ctx: Context, params: p.IdParams) -> p.TriageResult:
+    """Move the task to the caller's archived lane (and mark it read)."""
+    return await _triage(ctx, params, "archive")
+
+
+@method("tasks.triage.unarchive", p.IdParams)
+async def triage_unarchive(ctx: Context, params: p.IdParams) -> p.TriageResult:
+    """agh addition: bring an archived task back to the caller's lanes."""
+    return await _triage(ctx, params, "unarchive")
