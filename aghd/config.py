@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agh.paths import default_db_path, default_socket_path
+from aghd import health
 
 
 @dataclass(slots=True)
@@ -58,12 +59,12 @@ class Config:
     stream_max_backlog_bytes: int = 1 << 20
     # Run logs kept per run (agent.log); older lines are deleted.
     log_retention_lines: int = 10_000
-    # -- observe.dashboard thresholds (rules: aghd/store/observe.py) --
+    # -- observe.dashboard thresholds (rules: aghd/health.py) --
     # An active run whose agent showed no life (claim, start, heartbeat) this long is stuck.
-    stuck_after_ms: int = 600_000
+    stuck_after_ms: int = health.STUCK_AFTER_MS
     # The queue is backlogged when its oldest run waited this long (4x: critical).
-    backlog_threshold_ms: int = 300_000
+    backlog_threshold_ms: int = health.BACKLOG_THRESHOLD_MS
     # Live work with no activity at all for this long makes the dashboard stale.
-    stale_after_ms: int = 600_000
+    stale_after_ms: int = health.STALE_AFTER_MS
     # Claim and start latencies cover the runs claimed within this window.
-    latency_window_ms: int = 3_600_000
+    latency_window_ms: int = health.LATENCY_WINDOW_MS

@@ -20,14 +20,21 @@ _SEVERITY: dict[HealthStatus, int] = {"ok": 0, "warning": 1, "critical": 2}
 BACKLOG_CRITICAL_FACTOR = 4
 
 
+# The defaults of the daemon settings the rules read (aghd.config uses them).
+STUCK_AFTER_MS = 600_000
+BACKLOG_THRESHOLD_MS = 300_000
+STALE_AFTER_MS = 600_000
+LATENCY_WINDOW_MS = 3_600_000
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """The daemon settings the rules read (milliseconds)."""
 
-    stuck_after_ms: int = 600_000
-    backlog_threshold_ms: int = 300_000
-    stale_after_ms: int = 600_000
-    latency_window_ms: int = 3_600_000
+    stuck_after_ms: int = STUCK_AFTER_MS
+    backlog_threshold_ms: int = BACKLOG_THRESHOLD_MS
+    stale_after_ms: int = STALE_AFTER_MS
+    latency_window_ms: int = LATENCY_WINDOW_MS
 
 
 def worst(*statuses: HealthStatus) -> HealthStatus:

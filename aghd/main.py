@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import MISSING
 
 import click
 
 from agh import __version__
 from aghd.config import Config
+
+# The defaults are Config's, shown in --help: one place for each value.
+DEFAULTS = {
+    name: f.default for name, f in Config.__dataclass_fields__.items() if f.default is not MISSING
+}
 
 EXIT_ALREADY_RUNNING = 3
 
@@ -63,42 +69,42 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
 @click.option(
     "--synchronous",
     type=click.Choice(["FULL", "EXTRA", "NORMAL", "OFF"], case_sensitive=False),
-    default="FULL",
+    default=DEFAULTS["synchronous"],
     show_default=True,
     help="SQLite synchronous mode; anything below FULL can lose acknowledged writes on power loss.",
 )
 @click.option(
     "--lease-ms",
     type=click.IntRange(1000, 86_400_000),
-    default=300_000,
+    default=DEFAULTS["default_lease_ms"],
     show_default=True,
     help="Default lease length of a claim.",
 )
 @click.option(
     "--max-attempts",
     type=click.IntRange(1, 1000),
-    default=1,
+    default=DEFAULTS["default_max_attempts"],
     show_default=True,
     help="Default max_attempts of a new task.",
 )
 @click.option(
     "--backoff-base-ms",
     type=click.IntRange(0),
-    default=1000,
+    default=DEFAULTS["retry_backoff_base_ms"],
     show_default=True,
     help="First retry delay after agent.fail; doubles per attempt.",
 )
 @click.option(
     "--backoff-cap-ms",
     type=click.IntRange(0),
-    default=300_000,
+    default=DEFAULTS["retry_backoff_cap_ms"],
     show_default=True,
     help="Longest retry delay.",
 )
 @click.option(
     "--max-claims-per-session",
     type=click.IntRange(0),
-    default=1,
+    default=DEFAULTS["max_claims_per_session"],
     show_default=True,
     help="Active claims one session may hold (0: unlimited).",
 )
@@ -118,7 +124,7 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
 )
 @click.option(
     "--integrity-check/--no-integrity-check",
-    default=True,
+    default=DEFAULTS["integrity_check"],
     show_default=True,
     help="Check the database file's structure before serving it (refuse a damaged one); "
     "--no-integrity-check only to read what is left of a damaged database.",
@@ -159,8 +165,8 @@ def main(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Paths passed explicitly: the platformdirs defaults are computed only
-    # when needed (they warn when XDG_RUNTIME_DIR is unset).
+    # Paths passed explicitly: the defaults (agh.paths) are computed only
+    # when no flag or variable names the path.
     config = Config(
         socket_path=socket_path or default_socket_path(),
         db_path=db_path or default_db_path(),
