@@ -344,14 +344,16 @@ def test_latency_and_forced_stops_count_each_run_once(make_daemon: Any) -> None:
     forced stop is a failed run whose last claim expired or was ended by an
     operator — not an expiry that was re-queued, or followed by a claim."""
     daemon = make_daemon(
-        retry_backoff_base_ms=300, retry_backoff_cap_ms=300, max_claims_per_session=0
+        retry_backoff_base_ms=800, retry_backoff_cap_ms=800, max_claims_per_session=0
     )
     with daemon.client() as c, daemon.client(agent_name="retrier") as agent:
         retried = c.tasks_create("retried", max_attempts=2, start=True).run
         assert retried is not None
         token = agent.runs_claim(retried.id).claim_token
         agent.fail(retried.id, token, "flaky", retry=True)
-        time.sleep(0.35)  # the backoff
+        # The backoff, long enough that a claim made at once after it is well
+        # inside it even on a loaded machine.
+        time.sleep(0.85)
         agent.complete(retried.id, agent.runs_claim(retried.id).claim_token)
         runs = {
             name: c.tasks_create(name, max_attempts=attempts, start=True).run
@@ -377,8 +379,8 @@ def test_latency_and_forced_stops_count_each_run_once(make_daemon: Any) -> None:
     # retried (its second claim), expiring, again (its second claim); not
     # the released run (claim given back) nor the re-queued, canceled one.
     assert lat.samples == 3
-    assert ms(run.claimed_at) - ms(run.queued_at) >= 300  # attempt 1 and the backoff ...
-    assert lat.maximum_ms < 300  # ... are not claim latency
+    assert ms(run.claimed_at) - ms(run.queued_at) >= 800  # attempt 1 and the backoff ...
+    assert lat.maximum_ms < 800  # ... are not claim latency
     assert board.cards.failed.forced_stops == 1
     t = board.totals
     assert (t.completed_runs, t.failed_runs, t.canceled_runs, t.runs_total) == (1, 2, 2, 5)
