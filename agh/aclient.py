@@ -48,8 +48,8 @@ from agh import protocol as p
 from agh.errors import AghError, DaemonUnreachable, LeaseLost, ProtocolError
 from agh.paths import default_socket_path
 from agh.transport import (
-    _CONNECT_RETRY_S,
     CONNECT_ERRORS,
+    CONNECT_RETRY_S,
     check_daemon_uid,
     connect_error,
     connection_lost,
@@ -307,7 +307,7 @@ class AsyncClient:
         assert self._tg is not None
         # A Unix connect() either succeeds at once or, while aghd's accept
         # backlog is full, is retried (by anyio) for this long.
-        limit = _CONNECT_RETRY_S if self.timeout is None else min(self.timeout, _CONNECT_RETRY_S)
+        limit = CONNECT_RETRY_S if self.timeout is None else min(self.timeout, CONNECT_RETRY_S)
         try:
             with anyio.fail_after(limit):
                 stream = await anyio.connect_unix(self.socket_path)

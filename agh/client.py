@@ -25,8 +25,8 @@ from agh import protocol as p
 from agh.errors import AghError, ProtocolError
 from agh.paths import default_socket_path
 from agh.transport import (
-    _CONNECT_RETRY_S,
     CONNECT_ERRORS,
+    CONNECT_RETRY_S,
     check_daemon_uid,
     connect_error,
     connection_lost,
@@ -96,7 +96,7 @@ class Client:
         return sock
 
     def _connect_retrying(self, sock: socket.socket) -> None:
-        deadline = time.monotonic() + _CONNECT_RETRY_S
+        deadline = time.monotonic() + CONNECT_RETRY_S
         while True:
             try:
                 sock.connect(self.socket_path)

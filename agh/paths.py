@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 
 
 def runtime_dir() -> str:
@@ -34,6 +33,8 @@ def runtime_dir() -> str:
         st = None
     if st is not None and st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700:
         return os.path.join(logind, "agh")
+    import tempfile  # the last resort only: it (and shutil) cost every command a few ms
+
     return os.path.join(tempfile.gettempdir(), f"agh-{uid}")
 
 

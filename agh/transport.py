@@ -22,7 +22,7 @@ from agh.errors import DaemonUnreachable
 _PEERCRED = struct.Struct("3i")
 # connect() on a Unix socket fails with EAGAIN while the daemon's accept
 # backlog is full (a burst of clients): retry for this long before giving up.
-_CONNECT_RETRY_S = 2.0
+CONNECT_RETRY_S = 2.0
 
 
 def expected_daemon_uid() -> int:

@@ -13,7 +13,6 @@ help. Owns: the connection policy. Must not: format output.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -78,6 +77,8 @@ def daemon_log_path() -> str:
 def start_daemon(path: str) -> int:
     """Start ``aghd --socket PATH`` detached and wait until it answers;
     return its pid. Raises DaemonUnreachable naming the next step."""
+    import subprocess  # only here: every other command stays without it
+
     from agh.client import Client
 
     log_path = daemon_log_path()

@@ -203,7 +203,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(
         format_fields(
             [
-                ("status", f"running, health {status_text_health(board.health.status)}"),
+                ("status", f"running, health {status_text(board.health.status)}"),
                 *info_fields(info),
                 ("log", daemon_log_path() + " (when started by agh)"),
                 (
@@ -217,12 +217,6 @@ def status(ctx: click.Context, as_json: bool) -> None:
             ]
         )
     )
-
-
-def status_text_health(health: str) -> str:
-    from agh.cli.output import paint
-
-    return paint(health, {"ok": "green", "warning": "yellow", "critical": "red"}.get(health))
 
 
 @click.command("sessions")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,10 @@ STATUS_COLOURS = {
     "active": "green",
     "disconnected": "yellow",
     "ended": "bright_black",
+    # Health verdicts (dashboard, daemon status).
+    "ok": "green",
+    "warning": "yellow",
+    "critical": "red",
 }
 
 
@@ -67,6 +70,8 @@ def terminal_width() -> int | None:
     stream = sys.stdout
     if stream is None or not stream.isatty():
         return None
+    import shutil  # on a terminal only; a pipe, the common case, needs none
+
     return shutil.get_terminal_size((100, 24)).columns
 
 
