@@ -15,22 +15,23 @@ import resource
 import signal
 import sqlite3
 import stat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 
 import aghd.handlers  # noqa: F401  (registers every method)
 from agh import __version__
-from agh.errors import AghError
 from aghd import files
 from aghd.committer import Committer
 from aghd.files import StartupError
+from aghd.rpc import Dispatcher
 from aghd.scheduler import Scheduler, WorkSignal
 from aghd.server import Server
+from aghd.services import Identity, Services, SessionRegistry
 from aghd.store import leases
 from aghd.store import sessions as sessions_store
-from aghd.store.db import DAEMON, Caller, Committed, DatabaseDamaged, Tx, now_ms, storage_error
+from aghd.store.db import DAEMON, Committed, DatabaseDamaged, Tx, now_ms, storage_error
 from aghd.store.models import Backoff
 from aghd.streams import Hub
 
@@ -42,17 +43,15 @@ log = logging.getLogger("aghd")
 
 
 class Daemon:
-    """Shared state the handlers reach through ``ctx.daemon``."""
+    """The composition root: builds the committer, scheduler, stream hub,
+    session registry and server, and the ``Services`` handlers get. Tests
+    reach its parts (``streams``, ``request_stop``); handlers never do."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.version = __version__
-        self.pid = os.getpid()
-        self.started_at = now_ms()
-        self.work = WorkSignal()
         self.stopping = anyio.Event()
         self.stop_requested = anyio.Event()
-        self.backoff = Backoff(config.retry_backoff_base_ms, config.retry_backoff_cap_ms)
+        self.work = WorkSignal()
         self.committer = Committer(
             config.db_path,
             config.synchronous,
@@ -61,27 +60,27 @@ class Daemon:
             busy_timeout_ms=config.busy_timeout_ms,
             integrity_check=config.integrity_check,
         )
-        self.scheduler = Scheduler(
-            self.committer.read, self.committer.write, self.work, config.reaper_max_sleep_s
-        )
-        self.server = Server(self, config.max_connections or _connection_budget())
+        self.scheduler = Scheduler(self.committer, self.work, config.reaper_max_sleep_s)
         self.streams = Hub(
-            self.committer.read, config.stream_keepalive_s, config.stream_max_backlog_bytes
+            self.committer, config.stream_keepalive_s, config.stream_max_backlog_bytes
         )
-        # session_id -> number of open connections bound to it
-        self._session_connections: dict[str, int] = {}
-
-    # -- store access for handlers --------------------------------------------
-
-    async def write(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            return await self.committer.write(lambda tx: fn(tx, *args, **kwargs))
-        return await self.committer.write(fn, *args)
-
-    async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            return await self.committer.read(lambda tx: fn(tx, *args, **kwargs))
-        return await self.committer.read(fn, *args)
+        self.sessions = SessionRegistry(self.committer, self.stopping)
+        self.services = Services(
+            store=self.committer,
+            config=config,
+            sessions=self.sessions,
+            streams=self.streams,
+            work=self.work,
+            backoff=Backoff(config.retry_backoff_base_ms, config.retry_backoff_cap_ms),
+            identity=Identity(__version__, os.getpid(), now_ms()),
+            stopping=self.stopping,
+        )
+        self.server = Server(
+            config,
+            Dispatcher(self.services),
+            self._connection_gone,
+            config.max_connections or _connection_budget(),
+        )
 
     def _on_commit(self, effects: Committed) -> None:
         if effects.events:
@@ -91,44 +90,9 @@ class Daemon:
         if effects.deadline is not None:
             self.scheduler.consider(effects.deadline)
 
-    # -- sessions and connections ----------------------------------------------
-
-    def claimant(self, conn: ConnectionState, session_id: str | None) -> tuple[Caller, str | None]:
-        """Who a claim is for: an explicit session, else the hello session."""
-        if session_id is not None:
-            c = conn.caller
-            return Caller("agent_session", session_id, c.origin_kind, c.origin_ref, session_id), (
-                session_id
-            )
-        return conn.caller, conn.caller.session_id
-
-    async def bind_session(self, conn: ConnectionState, session_id: str) -> None:
-        previous = conn.session_id
-        if previous == session_id:
-            return
-        conn.session_id = session_id
-        self._session_connections[session_id] = self._session_connections.get(session_id, 0) + 1
-        if previous is not None:
-            await self._unbind(previous)
-
-    async def connection_gone(self, conn: ConnectionState) -> None:
+    async def _connection_gone(self, conn: ConnectionState) -> None:
         self.streams.connection_gone(conn)
-        if conn.session_id is not None:
-            await self._unbind(conn.session_id)
-            conn.session_id = None
-
-    async def _unbind(self, session_id: str) -> None:
-        left = self._session_connections.get(session_id, 1) - 1
-        if left > 0:
-            self._session_connections[session_id] = left
-            return
-        self._session_connections.pop(session_id, None)
-        if self.stopping.is_set():
-            return  # recovery at next start marks every session disconnected
-        try:
-            await self.write(sessions_store.set_state, session_id, "disconnected")
-        except AghError:
-            log.warning("could not mark session %s disconnected", session_id, exc_info=True)
+        await self.sessions.connection_gone(conn)
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -271,7 +235,7 @@ async def serve(
                 if handle_signals:
                     inner.start_soon(_watch_signals, daemon)
                 log.info(
-                    "aghd %s serving %s (db %s)", daemon.version, config.socket_path, config.db_path
+                    "aghd %s serving %s (db %s)", __version__, config.socket_path, config.db_path
                 )
                 task_status.started(daemon)
                 await daemon.stop_requested.wait()

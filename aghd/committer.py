@@ -25,7 +25,7 @@ import contextvars
 import logging
 import queue
 import sqlite3
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aghd.committer")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class ReadGate(Protocol):
@@ -67,11 +68,14 @@ read_gate: contextvars.ContextVar[ReadGate | None] = contextvars.ContextVar(
 
 
 class _Job:
-    __slots__ = ("args", "done", "error", "fn", "result")
+    __slots__ = ("args", "done", "error", "fn", "kwargs", "result")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.fn = fn
         self.args = args
+        self.kwargs = kwargs
         self.result: Any = None
         self.error: BaseException | None = None
         self.done: asyncio.Future[None] | None = None
@@ -122,8 +126,11 @@ class Committer:
 
     # -- public API -------------------------------------------------------
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(tx, *args)`` in the next group commit; return after COMMIT.
+    async def write(
+        self, fn: Callable[Concatenate[Tx, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(tx, *args, **kwargs)`` in the next group commit; return
+        after COMMIT.
 
         Raises whatever ``fn`` raised (its work rolled back), ``Busy`` while
         shutting down or when the database cannot take the write now (locked
@@ -132,7 +139,7 @@ class Committer:
         """
         if self._closing:
             raise Busy("aghd is shutting down; retry against the restarted daemon")
-        job = _Job(fn, args)
+        job = _Job(fn, args, kwargs)
         job.done = done = asyncio.get_running_loop().create_future()
         self._pending.append(job)
         self._wake.set()
@@ -141,9 +148,11 @@ class Committer:
             raise job.error
         return job.result  # type: ignore[no-any-return]
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(tx, *args)`` on a read connection (no write allowed),
-        once the calling request's ``read_gate`` is open."""
+    async def read(
+        self, fn: Callable[Concatenate[Tx, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(tx, *args, **kwargs)`` on a read connection (no write
+        allowed), once the calling request's ``read_gate`` is open."""
         gate = read_gate.get()
         while True:
             if gate is not None and not gate.is_open():
@@ -153,15 +162,17 @@ class Committer:
                 # may have queued for one while the gate was open.
                 if gate is None or gate.is_open():
                     return await anyio.to_thread.run_sync(
-                        self._run_read, fn, args, limiter=self._thread_limiter
+                        self._run_read, fn, args, kwargs, limiter=self._thread_limiter
                     )
 
-    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+    def write_sync(
+        self, fn: Callable[Concatenate[Tx, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """Run one job in its own transaction on the calling thread.
 
         For start-up and shutdown, before/after the batch loop runs.
         """
-        job = _Job(fn, args)
+        job = _Job(fn, args, kwargs)
         effects = self._run_batch([job])
         if job.error is not None:
             raise job.error
@@ -252,7 +263,7 @@ class Committer:
                 conn.execute("SAVEPOINT job")
             changes = conn.total_changes
             try:
-                job.result = job.fn(tx, *job.args)
+                job.result = job.fn(tx, *job.args, **job.kwargs)
             except BaseException as exc:
                 if not isolate and conn.total_changes == changes and conn.in_transaction:
                     # Failed before writing anything (a wrong token, a state
@@ -293,12 +304,12 @@ class Committer:
                 job.error = type(err)(err.message, dict(err.details))
         return Committed()
 
-    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         # The limiter admits at most len(self.readers) reads: one is idle.
         conn = self._idle_readers.get_nowait()
         try:
             conn.execute("BEGIN")
-            return fn(Tx(conn, now_ms()), *args)
+            return fn(Tx(conn, now_ms()), *args, **kwargs)
         except AghError:
             raise
         except Exception as exc:

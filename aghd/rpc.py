@@ -1,8 +1,12 @@
-"""The method registry and the per-call context handed to handlers.
+"""The method registry, the per-call context handed to handlers, and the
+dispatch the server calls.
 
-Handlers register with ``@method("tasks.get", IdParams)``; the server looks
-them up by name, decodes params with the registered struct (strict), and
-calls ``handler(ctx, params)``. The result struct is encoded by the server.
+Handlers register with ``@method("tasks.get", IdParams)``. For each request
+the server calls ``Dispatcher(name, raw_params, conn, after_reply)``, which
+looks the method up, decodes its params with the registered struct
+(strict), and calls ``handler(ctx, params)``; the server encodes the result
+and owns the JSON-RPC envelope. The server knows nothing of handlers or
+services, and handlers nothing of the server.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import msgspec
 
-from agh.errors import InvalidParams
+from agh.errors import InvalidParams, MethodNotFound
 from agh.protocol import Params
 from aghd.store.db import Caller
 
 if TYPE_CHECKING:
-    from aghd.app import Daemon
+    from aghd.config import Config
+    from aghd.services import Services, SessionRegistry, Store
+    from aghd.streams import Hub
 
 P = TypeVar("P", bound=Params)
 Handler = Callable[["Context", Any], Awaitable[Any]]
@@ -60,7 +66,10 @@ class ConnectionState:
 
 @dataclass(slots=True)
 class Context:
-    daemon: Daemon
+    """One call: the daemon's services, the calling connection, and what to
+    run once the reply is written."""
+
+    services: Services
     conn: ConnectionState
     # Called once the reply line carrying this call's result (its batch's,
     # for a batch) has been written: a subscription starts streaming then,
@@ -70,6 +79,22 @@ class Context:
     @property
     def caller(self) -> Caller:
         return self.conn.caller
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        return self.services.sessions
+
+    @property
+    def streams(self) -> Hub:
+        return self.services.streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +145,33 @@ def decode_params(m: Method, raw: bytes) -> Any:
         ) from None
     except msgspec.DecodeError as exc:  # pragma: no cover - the envelope was valid JSON
         raise InvalidParams(f"invalid params for {m.name}: {exc}", {"field": "$.params"}) from None
+
+
+class Dispatcher:
+    """The server's one entry into the methods: name and raw params in, the
+    result struct out (or an AghError raised)."""
+
+    __slots__ = ("services",)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(
+        self,
+        name: str,
+        raw_params: bytes,
+        conn: ConnectionState,
+        after_reply: list[Callable[[], None]],
+    ) -> Any:
+        m = REGISTRY.get(name)
+        if m is None:
+            raise MethodNotFound(
+                f"method {name!r} not found",
+                {"method": name, "hint": "see `man agh-protocol` for the method list"},
+            )
+        params = decode_params(m, raw_params)
+        return await m.handler(Context(self.services, conn, after_reply), params)
+
+
+# What the server calls for each request (a Dispatcher, or anything alike).
+Dispatch = Callable[[str, bytes, ConnectionState, list[Callable[[], None]]], Awaitable[Any]]

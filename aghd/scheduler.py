@@ -9,7 +9,7 @@ earlier deadline pokes it awake. ``max_sleep`` is only a safety net.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -18,7 +18,7 @@ from aghd.store import leases
 from aghd.store.db import DAEMON, now_ms
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from aghd.services import Store
 
 log = logging.getLogger("aghd.scheduler")
 
@@ -40,15 +40,8 @@ class WorkSignal:
 
 
 class Scheduler:
-    def __init__(
-        self,
-        read: Callable[..., Awaitable[Any]],
-        write: Callable[..., Awaitable[Any]],
-        work: WorkSignal,
-        max_sleep_s: float,
-    ) -> None:
-        self._read = read
-        self._write = write
+    def __init__(self, store: Store, work: WorkSignal, max_sleep_s: float) -> None:
+        self._store = store
         self._work = work
         self._max_sleep_ms = int(max_sleep_s * 1000)
         self._poke = anyio.Event()
@@ -84,7 +77,7 @@ class Scheduler:
     async def _step(self) -> None:
         while True:
             self._poke = anyio.Event()
-            deadline = await self._read(leases.next_deadline, self._announced)
+            deadline = await self._store.read(leases.next_deadline, self._announced)
             now = now_ms()
             if deadline is not None and deadline <= now:
                 await self._tick(now)
@@ -98,7 +91,7 @@ class Scheduler:
             self._planned = None
 
     async def _tick(self, now: int) -> None:
-        self.expired_total += await self._write(leases.expire_leases, DAEMON)
+        self.expired_total += await self._store.write(leases.expire_leases, DAEMON)
         # Requeued runs, and delayed runs that came due, are claimable now.
         self._announced = now
         self._work.notify()

@@ -2,8 +2,10 @@
 
 Owns: accepting connections, the peer-uid check, newline framing with a
 maximum line size, JSON-RPC requests/notifications/batches/pipelining, and
-turning every failure into the right error reply. Must not: touch SQL or
-know what a method does (handlers do).
+turning every failure into the right error reply. It is given a dispatch
+callable (``aghd.rpc.Dispatch``: method name and raw params in, result out)
+and a callback for each connection that closes. Must not: touch SQL, know
+what a method does (handlers do), or see the daemon that built it.
 
 Every request runs in its own task so replies to pipelined requests go out
 as each finishes; a per-connection limit on requests in flight makes a
@@ -33,17 +35,17 @@ from agh.errors import (
     Busy,
     InternalError,
     InvalidRequest,
-    MethodNotFound,
     ParseError,
 )
 from agh.protocol import Request, Response, any_decoder, encoder, request_decoder
 from aghd.committer import read_gate
-from aghd.rpc import REGISTRY, ConnectionState, Context, decode_params
+from aghd.rpc import ConnectionState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
-    from aghd.app import Daemon
+    from aghd.config import Config
+    from aghd.rpc import Dispatch
 
 log = logging.getLogger("aghd.server")
 
@@ -232,7 +234,7 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.state is not None:
             state = self.state
-            task = asyncio.get_running_loop().create_task(self.server.daemon.connection_gone(state))
+            task = asyncio.get_running_loop().create_task(self.server.on_close(state))
             self.server.background.add(task)
             task.add_done_callback(self.server.background.discard)
 
@@ -353,9 +355,17 @@ class _Connection(asyncio.Protocol):
 
 
 class Server:
-    def __init__(self, daemon: Daemon, max_connections: int) -> None:
-        self.daemon = daemon
-        self.config = daemon.config
+    def __init__(
+        self,
+        config: Config,
+        dispatch: Dispatch,
+        on_close: Callable[[ConnectionState], Coroutine[Any, Any, None]],
+        max_connections: int,
+    ) -> None:
+        self.config = config
+        self.dispatch = dispatch
+        # Run (in its own task) once per connection that closes.
+        self.on_close = on_close
         self.max_connections = max_connections
         self.inflight = 0
         self.connections: set[_Connection] = set()
@@ -563,14 +573,7 @@ class Server:
         notification = isinstance(req.id, UnsetType)
         rid = None if isinstance(req.id, UnsetType) else req.id
         try:
-            m = REGISTRY.get(req.method)
-            if m is None:
-                raise MethodNotFound(
-                    f"method {req.method!r} not found",
-                    {"method": req.method, "hint": "see `man agh-protocol` for the method list"},
-                )
-            params = decode_params(m, req.params)
-            result = await m.handler(Context(self.daemon, state, after_reply), params)
+            result = await self.dispatch(req.method, req.params, state, after_reply)
             if notification:
                 return None
             return encoder.encode(Response(id=rid, result=result)) + _NEWLINE

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -28,9 +28,10 @@ from aghd.store import events as events_store
 from aghd.store.db import Tx, new_id
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
     from aghd.rpc import ConnectionState
+    from aghd.services import Store
 
 log = logging.getLogger("aghd.streams")
 
@@ -62,10 +63,8 @@ def _read_batch(
 class Hub:
     """The daemon's subscriptions; ``run`` hosts their pump tasks."""
 
-    def __init__(
-        self, read: Callable[..., Awaitable[Any]], keepalive_s: float, max_backlog: int
-    ) -> None:
-        self._read = read
+    def __init__(self, store: Store, keepalive_s: float, max_backlog: int) -> None:
+        self._read = store.read
         self.keepalive_s = keepalive_s
         self.max_backlog = max_backlog
         self.subs: dict[str, Subscription] = {}

@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers.cli import invoke
 from tests.helpers.daemons import ThreadDaemon, make_config, stop_process
+from tests.helpers.store import StoreFile
 from tests.helpers.wire import RawConn
 
 if TYPE_CHECKING:
@@ -97,3 +98,11 @@ def agh(daemon: ThreadDaemon) -> Any:
         return invoke("--socket", daemon.socket, *args, env=env, input=input)
 
     return run
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Iterator[StoreFile]:
+    """The store on a real SQLite file, without a daemon (tests/helpers/store.py)."""
+    s = StoreFile(str(tmp_path / "agh.db"))
+    yield s
+    s.close()

@@ -13,7 +13,11 @@ executed). The rules:
 - inside the store, each module imports only modules of its own layer or
   of the layers below (STORE_LAYERS, bottom first), and every store module
   has a layer;
-- handlers import neither the server nor the application;
+- handlers import neither the server nor the application, nor the
+  committer, scheduler or stream hub: they reach what they need through
+  the typed services (``ctx.store``, ``ctx.sessions``, ...);
+- the server imports no handler, no store module, no service and not the
+  application: it is given a dispatch callable and connection callbacks;
 - no cycle among the modules, but those listed in KNOWN_CYCLES (none
   left: the list may only shrink, and a cycle that is gone fails the test
   until its entry is deleted).
@@ -265,13 +269,31 @@ def test_the_layer_check_finds_an_upward_import() -> None:
     assert store_layer_violations(graph, [["low"], ["mid"], ["high"]]) == {("low", "high")}
 
 
-def test_handlers_import_neither_the_server_nor_the_application() -> None:
+def test_handlers_reach_the_daemon_only_through_their_services() -> None:
+    daemon_parts = (
+        "aghd.app",
+        "aghd.server",
+        "aghd.main",
+        "aghd.committer",
+        "aghd.scheduler",
+        "aghd.streams",
+    )
     wrong = {
         (m, d)
         for m, deps in GRAPH.items()
         if m.startswith("aghd.handlers")
         for d in deps
-        if d.startswith(("aghd.app", "aghd.server", "aghd.main"))
+        if d.startswith(daemon_parts)
+    }
+    assert not wrong
+    assert "aghd.rpc" in GRAPH["aghd.handlers.agent"]  # the walk sees handler imports
+
+
+def test_the_server_is_given_its_dispatch_and_sees_no_daemon() -> None:
+    wrong = {
+        d
+        for d in every_import("aghd.server")
+        if d.startswith(("aghd.app", "aghd.handlers", "aghd.store", "aghd.services", "aghd.main"))
     }
     assert not wrong
 

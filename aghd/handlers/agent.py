@@ -23,10 +23,10 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
     Waiting costs nothing: the waiter sleeps until a commit makes a run
     claimable (or a delayed run comes due), then tries again.
     """
-    d = ctx.daemon
-    cfg = d.config
+    svc = ctx.services
+    cfg = svc.config
     token, token_hash = new_token()
-    caller, session_id = d.claimant(ctx.conn, params.session_id)
+    caller, session_id = svc.sessions.claimant(ctx.conn, params.session_id)
     lease_ms = params.lease_ms or cfg.default_lease_ms
 
     filters = ClaimFilters(
@@ -41,8 +41,8 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
     while True:
         # Take the signal before trying, so a run queued between our attempt
         # and our wait still wakes us.
-        signal = d.work.current()
-        claimed = await d.write(
+        signal = svc.work.current()
+        claimed = await svc.store.write(
             claims.claim_next_run,
             caller,
             session_id=session_id,
@@ -67,9 +67,9 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
         remaining = deadline - anyio.current_time()
         if remaining <= 0 or ctx.conn.closed.is_set():
             return p.ClaimNextResult(claim=None)
-        if d.stopping.is_set():
+        if svc.stopping.is_set():
             raise Busy("aghd is shutting down; claim again once it is back")
-        await _first_of((signal, ctx.conn.closed, d.stopping), remaining)
+        await _first_of((signal, ctx.conn.closed, svc.stopping), remaining)
 
 
 async def _first_of(events: tuple[anyio.Event, ...], seconds: float) -> None:
@@ -87,7 +87,7 @@ async def _first_of(events: tuple[anyio.Event, ...], seconds: float) -> None:
 
 @method("agent.heartbeat", p.HeartbeatParams)
 async def heartbeat(ctx: Context, params: p.HeartbeatParams) -> p.LeaseResult:
-    row = await ctx.daemon.write(
+    row = await ctx.store.write(
         leases.heartbeat, ctx.caller, params.run_id, hash_token(params.claim_token), params.lease_ms
     )
     return p.LeaseResult(lease=views.lease(row))
@@ -95,7 +95,7 @@ async def heartbeat(ctx: Context, params: p.HeartbeatParams) -> p.LeaseResult:
 
 @method("agent.complete", p.AgentCompleteParams)
 async def complete(ctx: Context, params: p.AgentCompleteParams) -> p.LeaseResult:
-    row = await ctx.daemon.write(
+    row = await ctx.store.write(
         leases.complete_run,
         ctx.caller,
         params.run_id,
@@ -107,21 +107,21 @@ async def complete(ctx: Context, params: p.AgentCompleteParams) -> p.LeaseResult
 
 @method("agent.fail", p.AgentFailParams)
 async def fail(ctx: Context, params: p.AgentFailParams) -> p.LeaseResult:
-    row = await ctx.daemon.write(
+    row = await ctx.store.write(
         leases.fail_run,
         ctx.caller,
         params.run_id,
         hash_token(params.claim_token),
         params.error,
         retry=params.retry,
-        backoff=ctx.daemon.backoff,
+        backoff=ctx.services.backoff,
     )
     return p.LeaseResult(lease=views.lease(row))
 
 
 @method("agent.release", p.AgentReleaseParams)
 async def release(ctx: Context, params: p.AgentReleaseParams) -> p.LeaseResult:
-    row = await ctx.daemon.write(
+    row = await ctx.store.write(
         leases.release_run, ctx.caller, params.run_id, hash_token(params.claim_token), params.reason
     )
     return p.LeaseResult(lease=views.lease(row))
@@ -130,13 +130,13 @@ async def release(ctx: Context, params: p.AgentReleaseParams) -> p.LeaseResult:
 @method("agent.log", p.AgentLogParams)
 async def agent_log(ctx: Context, params: p.AgentLogParams) -> p.AgentLogResult:
     lines = [coordination.NewLine(x.level, x.message, x.step, x.metadata) for x in params.lines]
-    count, last_id = await ctx.daemon.write(
+    count, last_id = await ctx.store.write(
         coordination.append_logs,
         ctx.caller,
         params.run_id,
         hash_token(params.claim_token),
         lines,
-        ctx.daemon.config.log_retention_lines,
+        ctx.config.log_retention_lines,
     )
     return p.AgentLogResult(accepted=count, last_id=last_id)
 
@@ -144,7 +144,7 @@ async def agent_log(ctx: Context, params: p.AgentLogParams) -> p.AgentLogResult:
 @method("agent.send", p.AgentSendParams)
 async def agent_send(ctx: Context, params: p.AgentSendParams) -> p.MessageResult:
     """A status or question from the agent holding the run."""
-    row = await ctx.daemon.write(
+    row = await ctx.store.write(
         coordination.agent_post,
         ctx.caller,
         params.run_id,
@@ -157,7 +157,7 @@ async def agent_send(ctx: Context, params: p.AgentSendParams) -> p.MessageResult
 
 @method("agent.messages", p.AgentMessagesParams)
 async def agent_messages(ctx: Context, params: p.AgentMessagesParams) -> p.MessagesResult:
-    rows = await ctx.daemon.write(
+    rows = await ctx.store.write(
         coordination.agent_messages,
         params.run_id,
         hash_token(params.claim_token),

@@ -31,6 +31,6 @@ async def subscribe(ctx: Context, params: p.EventsSubscribeParams) -> p.Subscrib
         )
         return filters, after
 
-    filters, after = await ctx.daemon.read(resolve)
-    sub = ctx.daemon.streams.subscribe(ctx.conn, filters, after, ctx.after_reply)
+    filters, after = await ctx.store.read(resolve)
+    sub = ctx.streams.subscribe(ctx.conn, filters, after, ctx.after_reply)
     return p.SubscribeResult(subscription=sub.id, after_sequence=after)

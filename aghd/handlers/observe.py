@@ -18,7 +18,7 @@ ACTIVE_ITEMS = 100
 @method("observe.dashboard", p.DashboardParams)
 async def dashboard(ctx: Context, params: p.DashboardParams) -> p.DashboardResult:
     """The task dashboard for the tasks matching the filters (PROTOCOL §5)."""
-    config = ctx.daemon.config
+    config = ctx.config
     thresholds = health.Thresholds(
         stuck_after_ms=config.stuck_after_ms,
         backlog_threshold_ms=config.backlog_threshold_ms,
@@ -33,7 +33,7 @@ async def dashboard(ctx: Context, params: p.DashboardParams) -> p.DashboardResul
         network_channel=params.network_channel,
         origin_kind=params.origin_kind,
     )
-    figures = await ctx.daemon.read(store.dashboard, filters, thresholds, ACTIVE_ITEMS)
+    figures = await ctx.store.read(store.dashboard, filters, thresholds, ACTIVE_ITEMS)
     return p.DashboardResult(dashboard=_dashboard(figures))
 
 
@@ -193,7 +193,7 @@ async def inbox(ctx: Context, params: p.InboxParams) -> p.InboxResult:
         unread_only=params.unread,
         limit=params.limit,
     )
-    lanes = await ctx.daemon.read(store.inbox, query)
+    lanes = await ctx.store.read(store.inbox, query)
     shown = [params.lane] if params.lane else [lane for lane in store.LANES if lane != "archived"]
     live = [lane for name, lane in lanes.items() if name != "archived"]
     return p.InboxResult(

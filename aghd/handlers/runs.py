@@ -28,7 +28,7 @@ async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
         run = find_run(tx, params.id)
         return run, task_by_id(tx, run["task_id"]), find_session(tx, run["session_id"])
 
-    run, task, session = await ctx.daemon.read(do)
+    run, task, session = await ctx.store.read(do)
     return p.RunDetailResult(
         run=p.RunDetail(
             run=views.run(run),
@@ -43,10 +43,10 @@ async def get(ctx: Context, params: p.IdParams) -> p.RunDetailResult:
 async def claim(ctx: Context, params: p.RunsClaimParams) -> p.RunClaimResult:
     """Claim one named queued run; the token is in this reply only."""
     token, token_hash = new_token()
-    caller, session_id = ctx.daemon.claimant(ctx.conn, params.session_id)
-    cfg = ctx.daemon.config
+    caller, session_id = ctx.sessions.claimant(ctx.conn, params.session_id)
+    cfg = ctx.config
 
-    claimed = await ctx.daemon.write(
+    claimed = await ctx.store.write(
         claims.claim_run,
         caller,
         params.id,
@@ -63,46 +63,46 @@ async def claim(ctx: Context, params: p.RunsClaimParams) -> p.RunClaimResult:
 
 @method("runs.start", p.RunsStartParams)
 async def start(ctx: Context, params: p.RunsStartParams) -> p.RunResult:
-    return _result(await ctx.daemon.write(leases.start_run, ctx.caller, params.id))
+    return _result(await ctx.store.write(leases.start_run, ctx.caller, params.id))
 
 
 @method("runs.attach_session", p.RunsAttachSessionParams)
 async def attach_session(ctx: Context, params: p.RunsAttachSessionParams) -> p.RunResult:
     return _result(
-        await ctx.daemon.write(leases.attach_session, ctx.caller, params.id, params.session_id)
+        await ctx.store.write(leases.attach_session, ctx.caller, params.id, params.session_id)
     )
 
 
 @method("runs.complete", p.RunsCompleteParams)
 async def complete(ctx: Context, params: p.RunsCompleteParams) -> p.RunResult:
     return _result(
-        await ctx.daemon.write(leases.complete_run, ctx.caller, params.id, None, params.result)
+        await ctx.store.write(leases.complete_run, ctx.caller, params.id, None, params.result)
     )
 
 
 @method("runs.fail", p.RunsFailParams)
 async def fail(ctx: Context, params: p.RunsFailParams) -> p.RunResult:
     """Operator fail: final, no retry (the operator decided)."""
-    row = await ctx.daemon.write(
+    row = await ctx.store.write(
         leases.fail_run,
         ctx.caller,
         params.id,
         None,
         params.error or "failed by operator",
         retry=False,
-        backoff=ctx.daemon.backoff,
+        backoff=ctx.services.backoff,
     )
     return _result(row)
 
 
 @method("runs.cancel", p.RunsCancelParams)
 async def cancel(ctx: Context, params: p.RunsCancelParams) -> p.RunResult:
-    return _result(await ctx.daemon.write(leases.cancel_run, ctx.caller, params.id, params.reason))
+    return _result(await ctx.store.write(leases.cancel_run, ctx.caller, params.id, params.reason))
 
 
 @method("runs.logs", p.RunsLogsParams)
 async def run_logs(ctx: Context, params: p.RunsLogsParams) -> p.RunsLogsResult:
-    run_id, rows = await ctx.daemon.read(
+    run_id, rows = await ctx.store.read(
         coordination.read_logs,
         params.id,
         level=params.level,

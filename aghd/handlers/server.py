@@ -9,12 +9,12 @@ from aghd.timefmt import ts
 
 @method("server.info", p.EmptyParams)
 async def server_info(ctx: Context, params: p.EmptyParams) -> p.ServerInfoResult:
-    d = ctx.daemon
+    me, config = ctx.services.identity, ctx.config
     return p.ServerInfoResult(
-        version=d.version,
-        pid=d.pid,
-        socket=d.config.socket_path,
-        database=d.config.db_path,
-        started_at=ts(d.started_at) or "",
-        synchronous=d.config.synchronous,
+        version=me.version,
+        pid=me.pid,
+        socket=config.socket_path,
+        database=config.db_path,
+        started_at=ts(me.started_at) or "",
+        synchronous=config.synchronous,
     )

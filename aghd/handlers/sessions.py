@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agh import protocol as p
 from aghd import views
 from aghd.rpc import Context, method
@@ -9,6 +11,9 @@ from aghd.store import sessions as store
 from aghd.store.db import Caller, Tx, new_id, now_ms
 from aghd.store.workspaces import resolve_workspace
 from aghd.timefmt import ts
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 @method("session.hello", p.HelloParams)
@@ -36,9 +41,11 @@ async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
             state="connected",
             updated_at=now,
         )
-        return p.HelloResult(session=session, server=p.ServerInfo(version=ctx.daemon.version))
+        return p.HelloResult(
+            session=session, server=p.ServerInfo(version=ctx.services.identity.version)
+        )
 
-    def do(tx: Tx) -> object:
+    def do(tx: Tx) -> sqlite3.Row:
         workspace_id = None
         if params.workspace is not None:
             workspace_id = resolve_workspace(tx, params.workspace)["id"]
@@ -53,19 +60,19 @@ async def hello(ctx: Context, params: p.HelloParams) -> p.HelloResult:
             origin_ref=origin.ref,
         )
 
-    row = await ctx.daemon.write(do)
+    row = await ctx.store.write(do)
     if origin.kind == "cli":
         conn.caller = Caller("human", conn.user, "cli", origin.ref)
     else:
         conn.caller = Caller("agent_session", session_id, origin.kind, origin.ref, session_id)
-    await ctx.daemon.bind_session(conn, session_id)
+    await ctx.sessions.bind(conn, session_id)
     return p.HelloResult(
-        session=views.session(row), server=p.ServerInfo(version=ctx.daemon.version)
+        session=views.session(row), server=p.ServerInfo(version=ctx.services.identity.version)
     )
 
 
 @method("sessions.list", p.SessionsListParams)
 async def list_sessions(ctx: Context, params: p.SessionsListParams) -> p.SessionsListResult:
-    rows = await ctx.daemon.read(store.list_sessions, params.state, params.limit, params.cursor)
+    rows = await ctx.store.read(store.list_sessions, params.state, params.limit, params.cursor)
     rows, cursor = views.page(rows, params.limit, "session_id")
     return p.SessionsListResult(sessions=[views.session(r) for r in rows], next_cursor=cursor)

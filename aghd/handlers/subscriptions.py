@@ -8,5 +8,5 @@ from aghd.rpc import Context, method
 
 @method("subscriptions.cancel", p.SubscriptionCancelParams)
 async def cancel(ctx: Context, params: p.SubscriptionCancelParams) -> p.EmptyResult:
-    ctx.daemon.streams.cancel(ctx.conn, params.subscription)
+    ctx.streams.cancel(ctx.conn, params.subscription)
     return p.EmptyResult()

@@ -51,7 +51,7 @@ def _item(parts: ListItemParts) -> p.TaskListItem:
 @method("tasks.create", p.TasksCreateParams)
 async def create(ctx: Context, params: p.TasksCreateParams) -> p.TaskRunResult:
     """Create a task; with ``start: true`` also request its run (reply carries it)."""
-    return _task_run(await ctx.daemon.write(_create, ctx, params, params.parent_task_id))
+    return _task_run(await ctx.store.write(_create, ctx, params, params.parent_task_id))
 
 
 @method("tasks.children.create", p.TasksChildrenCreateParams)
@@ -63,7 +63,7 @@ async def create_child(ctx: Context, params: p.TasksChildrenCreateParams) -> p.T
             "tasks.children.create takes the parent as id; leave parent_task_id out",
             {"field": "$.params.parent_task_id"},
         )
-    return _task_run(await ctx.daemon.write(_create, ctx, params, params.id))
+    return _task_run(await ctx.store.write(_create, ctx, params, params.id))
 
 
 def _create(tx: Tx, ctx: Context, params: p.TasksCreateParams, parent: str | None) -> Started:
@@ -81,7 +81,7 @@ def _create(tx: Tx, ctx: Context, params: p.TasksCreateParams, parent: str | Non
         origin_ref=origin.ref,
         priority=params.priority,
         network_channel=params.network_channel,
-        max_attempts=params.max_attempts or ctx.daemon.config.default_max_attempts,
+        max_attempts=params.max_attempts or ctx.config.default_max_attempts,
         metadata=params.metadata,
         draft=params.draft,
         approval_policy=params.approval_policy,
@@ -101,7 +101,7 @@ def _task_run(started: Started) -> p.TaskRunResult:
 
 @method("tasks.get", p.IdParams)
 async def get(ctx: Context, params: p.IdParams) -> p.TaskDetailResult:
-    parts = await ctx.daemon.read(lookups.task_detail, params.id)
+    parts = await ctx.store.read(lookups.task_detail, params.id)
     return p.TaskDetailResult(task=_detail(parts))
 
 
@@ -120,7 +120,7 @@ async def list_tasks(ctx: Context, params: p.TasksListParams) -> p.TasksListResu
         network_channel=params.network_channel,
         query=params.query,
     )
-    parts = await ctx.daemon.read(lookups.list_tasks_enriched, filters, params.limit, params.cursor)
+    parts = await ctx.store.read(lookups.list_tasks_enriched, filters, params.limit, params.cursor)
     parts, next_cursor = views.page(parts, params.limit, lambda x: x.task["id"])
     return p.TasksListResult(tasks=[_item(x) for x in parts], next_cursor=next_cursor)
 
@@ -136,19 +136,19 @@ async def update(ctx: Context, params: p.TasksUpdateParams) -> p.TaskResult:
             changes["owner_kind"], changes["owner_ref"] = value.kind, value.ref
         else:
             changes[field] = value
-    row = await ctx.daemon.write(store.update_task, ctx.caller, params.id, changes)
+    row = await ctx.store.write(store.update_task, ctx.caller, params.id, changes)
     return p.TaskResult(task=views.task(row))
 
 
 @method("tasks.delete", p.IdParams)
 async def delete(ctx: Context, params: p.IdParams) -> p.EmptyResult:
-    await ctx.daemon.write(store.delete_task, ctx.caller, params.id)
+    await ctx.store.write(store.delete_task, ctx.caller, params.id)
     return p.EmptyResult()
 
 
 @method("tasks.start", p.TasksStartParams)
 async def start(ctx: Context, params: p.TasksStartParams) -> p.TaskRunResult:
-    started = await ctx.daemon.write(
+    started = await ctx.store.write(
         workflows.start_task_or_workflow,
         ctx.caller,
         params.id,
@@ -161,7 +161,7 @@ async def start(ctx: Context, params: p.TasksStartParams) -> p.TaskRunResult:
 @method("tasks.publish", p.IdParams)
 async def publish(ctx: Context, params: p.IdParams) -> p.TaskRunResult:
     """Make a draft live and enqueue its run (with the input of an earlier start)."""
-    return _task_run(await ctx.daemon.write(store.publish_task, ctx.caller, params.id))
+    return _task_run(await ctx.store.write(store.publish_task, ctx.caller, params.id))
 
 
 @method("tasks.runs.enqueue", p.TasksStartParams)
@@ -178,7 +178,7 @@ async def list_runs(ctx: Context, params: p.TasksRunsListParams) -> p.RunsListRe
             tx, task["id"], params.status, params.session_id, params.limit, params.cursor
         )
 
-    rows = await ctx.daemon.read(do)
+    rows = await ctx.store.read(do)
     rows, cursor = views.page(rows, params.limit, "id")
     return p.RunsListResult(runs=[views.run(r) for r in rows], next_cursor=cursor)
 
@@ -186,19 +186,19 @@ async def list_runs(ctx: Context, params: p.TasksRunsListParams) -> p.RunsListRe
 @method("tasks.approve", p.TasksApproveParams)
 async def approve(ctx: Context, params: p.TasksApproveParams) -> p.TaskRunResult:
     """Approve a gated task: its run is queued (null while dependencies are unmet)."""
-    return _task_run(await ctx.daemon.write(store.approve, ctx.caller, params.id, params.comment))
+    return _task_run(await ctx.store.write(store.approve, ctx.caller, params.id, params.comment))
 
 
 @method("tasks.reject", p.TasksRejectParams)
 async def reject(ctx: Context, params: p.TasksRejectParams) -> p.TaskResult:
-    row = await ctx.daemon.write(store.reject, ctx.caller, params.id, params.reason)
+    row = await ctx.store.write(store.reject, ctx.caller, params.id, params.reason)
     return p.TaskResult(task=views.task(row))
 
 
 @method("tasks.cancel", p.TasksCancelParams)
 async def cancel(ctx: Context, params: p.TasksCancelParams) -> p.TaskResult:
     """Cancel the task's whole subtree, active runs included."""
-    row = await ctx.daemon.write(store.cancel_tree, ctx.caller, params.id, params.reason)
+    row = await ctx.store.write(store.cancel_tree, ctx.caller, params.id, params.reason)
     return p.TaskResult(task=views.task(row))
 
 
@@ -208,7 +208,7 @@ async def add_dependency(ctx: Context, params: p.DependencyAddParams) -> p.TaskD
         task_id = store.add_dependency(tx, ctx.caller, params.id, params.depends_on_task_id)
         return lookups.task_detail(tx, task_id)
 
-    return p.TaskDetailResult(task=_detail(await ctx.daemon.write(do)))
+    return p.TaskDetailResult(task=_detail(await ctx.store.write(do)))
 
 
 @method("tasks.dependencies.remove", p.DependencyRemoveParams)
@@ -217,14 +217,14 @@ async def remove_dependency(ctx: Context, params: p.DependencyRemoveParams) -> p
         task_id = store.remove_dependency(tx, ctx.caller, params.id, params.depends_on_id)
         return lookups.task_detail(tx, task_id)
 
-    return p.TaskDetailResult(task=_detail(await ctx.daemon.write(do)))
+    return p.TaskDetailResult(task=_detail(await ctx.store.write(do)))
 
 
 @method("tasks.tree", p.IdParams)
 async def tree(ctx: Context, params: p.IdParams) -> p.TaskTreeResult:
     root, *rest = [
         views.tree_node(n.task, n.depth, n.active_run, n.child_count)
-        for n in await ctx.daemon.read(lookups.tree, params.id)
+        for n in await ctx.store.read(lookups.tree, params.id)
     ]
     return p.TaskTreeResult(tree=p.TaskTree(root=root, descendants=rest))
 
@@ -232,7 +232,7 @@ async def tree(ctx: Context, params: p.IdParams) -> p.TaskTreeResult:
 @method("tasks.send", p.TasksSendParams)
 async def send(ctx: Context, params: p.TasksSendParams) -> p.MessageResult:
     """Input for the task's running agent (kept for its next run if none)."""
-    row, delivered = await ctx.daemon.write(
+    row, delivered = await ctx.store.write(
         coordination.send_to_task, ctx.caller, params.id, params.message
     )
     return p.MessageResult(message=views.message(row), delivered=delivered)
@@ -245,16 +245,16 @@ async def timeline(ctx: Context, params: p.TimelineParams) -> p.TimelineResult:
         rows = events_store.task_timeline(tx, task["id"], params.after_sequence, params.limit)
         return events_store.timeline_entries(tx, rows)
 
-    entries = await ctx.daemon.read(do)
+    entries = await ctx.store.read(do)
     return p.TimelineResult(timeline=[views.timeline_item(e) for e in entries])
 
 
 @method("tasks.stream", p.TaskStreamParams)
 async def stream_task(ctx: Context, params: p.TaskStreamParams) -> p.SubscribeResult:
     """One task's events; without ``after_sequence`` its whole history first."""
-    task = await ctx.daemon.read(find_task, params.id)
+    task = await ctx.store.read(find_task, params.id)
     after = params.after_sequence or 0
-    sub = ctx.daemon.streams.subscribe(
+    sub = ctx.streams.subscribe(
         ctx.conn, events_store.StreamFilter(task_id=task["id"]), after, ctx.after_reply
     )
     return p.SubscribeResult(subscription=sub.id, after_sequence=after)
@@ -262,7 +262,7 @@ async def stream_task(ctx: Context, params: p.TaskStreamParams) -> p.SubscribeRe
 
 async def _triage(ctx: Context, params: p.IdParams, action: str) -> p.TriageResult:
     caller = ctx.caller
-    row = await ctx.daemon.write(
+    row = await ctx.store.write(
         observe_store.set_triage, caller.actor_kind, caller.actor_ref, params.id, action
     )
     return p.TriageResult(triage=views.triage(row))

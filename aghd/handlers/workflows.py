@@ -40,7 +40,7 @@ async def compose(ctx: Context, params: p.WorkflowsComposeParams) -> p.ComposeRe
     wf = await anyio.to_thread.run_sync(workflows.parse, params.yaml, params.vars)
     plan = workflows.to_plan(wf)
     caller = ctx.caller
-    max_attempts = ctx.daemon.config.default_max_attempts
+    max_attempts = ctx.config.default_max_attempts
     ref = params.update
     if params.dry_run:
 
@@ -49,7 +49,7 @@ async def compose(ctx: Context, params: p.WorkflowsComposeParams) -> p.ComposeRe
             # A dry run of an update says what it would keep, or refuses as it would.
             return None if ref is None else store.plan_update(tx, caller, wf, ref, max_attempts)
 
-        return _result(plan, await ctx.daemon.read(check))
+        return _result(plan, await ctx.store.read(check))
 
     def do(tx: Tx) -> tuple[p.Workflow, p.Task, store.UpdatePlan | None]:
         update = None
@@ -78,5 +78,5 @@ async def compose(ctx: Context, params: p.WorkflowsComposeParams) -> p.ComposeRe
             root = store.start(tx, caller, root, None)
         return views.workflow(workflow), views.task(root), update
 
-    workflow, task, update = await ctx.daemon.write(do)
+    workflow, task, update = await ctx.store.write(do)
     return _result(plan, update, workflow, task)
