@@ -1,5 +1,7 @@
-"""The daemon: wires store, committer, scheduler and server, and runs the
-lifecycle — lock, recover, bind, serve, drain on SIGTERM, clean up.
+"""The daemon: builds the committer, scheduler, stream hub, session
+registry, the services handlers get and the server that dispatches to
+them, and runs the lifecycle — lock, recover, bind, serve, drain on
+SIGTERM, clean up.
 
 ``serve(config)`` is the whole daemon; tests run it in-process with
 ``await task_group.start(serve, config)`` and stop it with

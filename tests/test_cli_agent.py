@@ -144,6 +144,7 @@ echo "done=$done"
 
 def test_run_show_claim_start_complete(agh: Agh, client: Client) -> None:
     made = client.tasks_create("operator run", start=True)
+    assert made.run is not None
     run_id = made.run.id
     shown = agh("run", "show", run_id)
     assert shown.exit_code == 0
@@ -165,11 +166,13 @@ def test_run_show_claim_start_complete(agh: Agh, client: Client) -> None:
 
 def test_run_fail_and_cancel(agh: Agh, client: Client) -> None:
     failing = client.tasks_create("to fail", start=True).run
+    assert failing is not None
     assert agh("run", "fail", failing.id, "--error", "not claimed", "-y").exit_code == 4
     assert agh("run", "claim", failing.id).exit_code == 0
     assert agh("run", "fail", failing.id, "--error", "bad input", "-y").exit_code == 0
     assert client.runs_get(failing.id).run.run.error == "bad input"
     canceled = client.tasks_create("to cancel", start=True).run
+    assert canceled is not None
     refused = agh("run", "cancel", canceled.id)  # no terminal: --yes required
     assert refused.exit_code == 2 and "--yes" in refused.stderr
     assert agh("run", "cancel", canceled.id, "--yes", "--reason", "wrong").exit_code == 0
@@ -208,6 +211,7 @@ def test_every_runs_method_takes_a_unique_prefix_and_agents_need_the_id(
     second = client.tasks_create("two", start=True).run
     time.sleep(0.003)
     third = client.tasks_create("three", start=True).run
+    assert first is not None and second is not None and third is not None
     assert client.runs_get(prefix(first.id)).run.run.id == first.id
     claimed = client.runs_claim(prefix(first.id), lease_ms=60_000)
     assert claimed.run.id == first.id and claimed.run.status == "claimed"

@@ -289,7 +289,7 @@ def test_watch_interrupted_exits_130_quietly(
 
 # -- logs -------------------------------------------------------------------------------------
 
-LINES = [
+LINES: list[dict[str, Any]] = [
     {"level": "debug", "message": "starting", "step": 1},
     {"level": "info", "message": "working", "step": 1},
     {"level": "warn", "message": "slow disk", "step": 2},

@@ -238,7 +238,7 @@ def test_global_options_are_hoisted_but_never_out_of_a_workers_command(
     args: list[str], expected: list[str]
 ) -> None:
     assert isinstance(main, click.Group)
-    assert main.hoist_global_options(click.Context(main), args) == expected  # type: ignore[attr-defined]
+    assert main.hoist_global_options(click.Context(main), args) == expected
 
 
 def test_ctrl_c_while_a_command_waits_exits_130_quietly(daemon: Any) -> None:

@@ -545,7 +545,7 @@ def test_huge_ints_in_every_int_field(fuzz: Fixture, method: str, path: tuple[st
             else:
                 target[path[-1]] = _clamp(method, {path[-1]: value})[path[-1]]
             conn.send(_line({"jsonrpc": "2.0", "method": method, "params": params, "id": i}))
-        seen = set()
+        seen: set[int] = set()
         while len(seen) < len(values):
             reply = conn.recv()
             if reply.get("method") == "stream.event":
@@ -595,6 +595,7 @@ def test_random_bytes_each_line_answered(fuzz: Fixture, blob: bytes, bad: bytes)
 
 def test_line_over_default_limit_closes_connection(fuzz: Fixture) -> None:
     """The default 1 MiB limit (test_jsonrpc checks a configured 4 KiB one)."""
+    assert fuzz.daemon is not None  # ensure() started one
     limit = fuzz.daemon.config.max_line_bytes
     assert limit == 1 << 20
     conn = RawConn(fuzz.path)

@@ -387,7 +387,8 @@ def test_tasks_list_filters(client: Client) -> None:
     assert client.tasks_list(query="nothing like this").tasks == []
     items = {t.id: t for t in client.tasks_list().tasks}
     assert set(items) == {a.id, b.id, c.id}
-    assert items[a.id].active_run is not None and items[a.id].active_run.status == "queued"
+    active = items[a.id].active_run
+    assert active is not None and active.status == "queued"
     assert items[b.id].active_run is None
 
 

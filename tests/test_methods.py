@@ -48,9 +48,15 @@ def client_calls() -> dict[str, str]:
             continue
         first, result = node.args[0], node.args[2].attr
         if isinstance(first, ast.Constant):
+            assert isinstance(first.value, str), ast.dump(node)
             calls[first.value] = result
         elif isinstance(first, ast.JoinedStr):
-            prefix = "".join(v.value for v in first.values if isinstance(v, ast.Constant))
+            # An f-string's literal parts are always str constants.
+            prefix = "".join(
+                v.value
+                for v in first.values
+                if isinstance(v, ast.Constant) and isinstance(v.value, str)
+            )
             calls.update({m: result for m in METHODS if m.startswith(prefix)})
     return calls
 

@@ -1042,8 +1042,8 @@ class SqlProver:
             if any(x.arg == name for x in params):
                 return []
         if isinstance(scope, _COMPS):
-            found = [g for g in scope.generators if name in _target_names(g.target)]
-            return found or None
+            generators = [g for g in scope.generators if name in _target_names(g.target)]
+            return generators or None
         found = [node for node in _own_nodes(scope) if _binds(node, name)]
         return found or None
 
@@ -1159,9 +1159,13 @@ class SqlProver:
             raise _Unproven(e, f"{cls.name} is public, so {e.attr} may come from anywhere")
         index = fields.index(e.attr)
         for item in cls.body:
-            named = isinstance(item, ast.AnnAssign) and getattr(item.target, "id", None) == e.attr
-            if named and item.value is not None:  # type: ignore[union-attr]
-                self.prove(mod, item.value, sel, {})  # type: ignore[union-attr]
+            if (
+                isinstance(item, ast.AnnAssign)
+                and isinstance(item.target, ast.Name)
+                and item.target.id == e.attr
+                and item.value is not None
+            ):
+                self.prove(mod, item.value, sel, {})
         for node in ast.walk(mod.tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == cls.name:
                 passed = [kw.value for kw in node.keywords if kw.arg == e.attr]
@@ -1274,8 +1278,8 @@ class SqlProver:
         for x, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True):
             if d is not None:
                 defaults[x.arg] = d
-        for x, d in defaults.items():
-            env[x] = (mod, d, {})
+        for param, default in defaults.items():
+            env[param] = (mod, default, {})
         for x, arg in zip(params, args, strict=False):
             if isinstance(arg, ast.Starred):
                 break

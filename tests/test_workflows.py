@@ -272,7 +272,8 @@ def test_a_step_runs_channel_names_its_workflow_in_every_reply(
     same coordination channel (only its last activity moves), naming the
     workflow and the workspace."""
 
-    def fixed(channel: p.CoordinationChannel) -> p.CoordinationChannel:
+    def fixed(channel: p.CoordinationChannel | None) -> p.CoordinationChannel:
+        assert channel is not None, "a step's run has a coordination channel"
         return msgspec.structs.replace(channel, last_activity_at=None)
 
     composed = client.workflows_compose(PIPELINE, vars={"env": "qa"}, workspace="/w/pipeline")

@@ -16,10 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agh.client import Client
 from aghd.config import Config
+
+if TYPE_CHECKING:
+    from aghd.app import Daemon
 
 
 class ThreadDaemon:
@@ -28,11 +31,17 @@ class ThreadDaemon:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.daemon: Any = None
+        self._daemon: Daemon | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="aghd-test", daemon=True)
+
+    @property
+    def daemon(self) -> Daemon:
+        """The running daemon's parts (its stream hub, say), once started."""
+        assert self._daemon is not None, "start() the daemon first"
+        return self._daemon
 
     @property
     def socket(self) -> str:
@@ -46,7 +55,7 @@ class ThreadDaemon:
         async def run() -> None:
             async with anyio.create_task_group() as tg:
                 self._loop = asyncio.get_running_loop()
-                self.daemon = await tg.start(
+                self._daemon = await tg.start(
                     lambda task_status: serve(
                         self.config, handle_signals=False, task_status=task_status
                     )
@@ -64,7 +73,7 @@ class ThreadDaemon:
         self._ready.wait(30)
         if self._error is not None:
             raise self._error
-        assert self.daemon is not None, "daemon did not start"
+        assert self._daemon is not None, "daemon did not start"
         return self
 
     def call_in_loop(self, fn: Any, *args: Any) -> None:
@@ -72,8 +81,8 @@ class ThreadDaemon:
         self._loop.call_soon_threadsafe(fn, *args)
 
     def stop(self) -> None:
-        if self._thread.is_alive() and self.daemon is not None:
-            self.call_in_loop(self.daemon.request_stop)
+        if self._thread.is_alive() and self._daemon is not None:
+            self.call_in_loop(self._daemon.request_stop)
         self._thread.join(30)
         assert not self._thread.is_alive(), "daemon did not stop"
 
