@@ -8,8 +8,8 @@ venv:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -e '.[test]'
 
 lint: venv
-	$(VENV)/bin/ruff check agh aghd tests bench
-	$(VENV)/bin/ruff format --check agh aghd tests bench
+	$(VENV)/bin/ruff check agh aghd tests bench contrib
+	$(VENV)/bin/ruff format --check agh aghd tests bench contrib
 	$(VENV)/bin/mypy
 
 test: venv
