@@ -54,12 +54,13 @@ from agh.transport import (
     connect_error,
     connection_lost,
     hello_fields,
+    long_poll_timeout,
     no_answer,
 )
-from agh.work import Held, beat_interval
+from agh.work import Held, beat_interval, pass_on_next
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 R = TypeVar("R")
 
@@ -146,19 +147,23 @@ class _Connection:
             await self.stream.aclose()
 
 
-# Calls whose reply may hand us a claim (see _Connection.abandoned_claims).
-_CLAIMING_METHODS = frozenset({"agent.claim_next", "runs.claim"})
+# Calls whose reply may hand us a claim (see _Connection.abandoned_claims):
+# a finish does when it was given ``next``.
+_CLAIMING_METHODS = frozenset(
+    {"agent.claim_next", "runs.claim", "agent.complete", "agent.fail", "agent.release"}
+)
 
 
 def _claimed(reply: p.Reply) -> tuple[str, str] | None:
-    """(run id, token) of the claim a claim_next or runs.claim reply holds."""
+    """(run id, token) of the claim a claim_next, runs.claim or finish (its
+    ``next``) reply holds."""
     if isinstance(reply.result, msgspec.UnsetType):
         return None
     try:
         result = msgspec.json.decode(reply.result)
     except msgspec.DecodeError:
         return None
-    held = result.get("claim", result) if isinstance(result, dict) else None
+    held = result.get("claim", result.get("next", result)) if isinstance(result, dict) else None
     if not isinstance(held, dict) or not isinstance(held.get("run"), dict):
         return None
     run_id, token = held["run"].get("id"), held.get("claim_token")
@@ -203,6 +208,8 @@ class AsyncClient:
             origin_kind=origin_kind,
         )
         self._tg: anyio.abc.TaskGroup | None = None
+        # Per claims() loop: the runs its finishes claimed, not yet worked on.
+        self._ahead: list[list[p.Claim]] = []
         self._conn: _Connection | None = None
         self._connecting = anyio.Lock()
         self._arrived = anyio.Event()
@@ -226,6 +233,8 @@ class AsyncClient:
         await self._shut()
 
     async def _shut(self) -> None:
+        if self._conn is not None and self._conn.lost is None:
+            await self._release_ahead()  # a claims() loop left unfinished
         tg, self._tg = self._tg, None
         conn, self._conn = self._conn, None
         if tg is None:
@@ -547,8 +556,7 @@ class AsyncClient:
 
     async def claim_next(self, **fields: Any) -> p.ClaimNextResult:
         params = p.ClaimNextParams(**fields)
-        wait = params.wait_ms / 1000
-        timeout = None if self.timeout is None else self.timeout + wait
+        timeout = long_poll_timeout(self.timeout, params.wait_ms)
         return await self.call("agent.claim_next", params, p.ClaimNextResult, timeout=timeout)
 
     async def heartbeat(
@@ -557,21 +565,50 @@ class AsyncClient:
         params = p.HeartbeatParams(run_id=run_id, claim_token=claim_token, lease_ms=lease_ms)
         return await self.call("agent.heartbeat", params, p.LeaseResult)
 
-    async def complete(self, run_id: str, claim_token: str, result: Any = None) -> p.LeaseResult:
-        params = p.AgentCompleteParams(run_id=run_id, claim_token=claim_token, result=result)
-        return await self.call("agent.complete", params, p.LeaseResult)
+    async def complete(
+        self,
+        run_id: str,
+        claim_token: str,
+        result: Any = None,
+        *,
+        next: p.NextClaimParams | None = None,
+    ) -> p.FinishResult:
+        """Complete the run; with ``next``, claim the next one in the same
+        call (``result.next``: the claim, or None)."""
+        params = p.AgentCompleteParams(
+            run_id=run_id, claim_token=claim_token, result=result, next=next
+        )
+        timeout = long_poll_timeout(self.timeout, next.wait_ms if next else 0)
+        return await self.call("agent.complete", params, p.FinishResult, timeout=timeout)
 
     async def fail(
-        self, run_id: str, claim_token: str, error: str, retry: bool = True
-    ) -> p.LeaseResult:
-        params = p.AgentFailParams(run_id=run_id, claim_token=claim_token, error=error, retry=retry)
-        return await self.call("agent.fail", params, p.LeaseResult)
+        self,
+        run_id: str,
+        claim_token: str,
+        error: str,
+        retry: bool = True,
+        *,
+        next: p.NextClaimParams | None = None,
+    ) -> p.FinishResult:
+        params = p.AgentFailParams(
+            run_id=run_id, claim_token=claim_token, error=error, retry=retry, next=next
+        )
+        timeout = long_poll_timeout(self.timeout, next.wait_ms if next else 0)
+        return await self.call("agent.fail", params, p.FinishResult, timeout=timeout)
 
     async def release(
-        self, run_id: str, claim_token: str, reason: str | None = None
-    ) -> p.LeaseResult:
-        params = p.AgentReleaseParams(run_id=run_id, claim_token=claim_token, reason=reason)
-        return await self.call("agent.release", params, p.LeaseResult)
+        self,
+        run_id: str,
+        claim_token: str,
+        reason: str | None = None,
+        *,
+        next: p.NextClaimParams | None = None,
+    ) -> p.FinishResult:
+        params = p.AgentReleaseParams(
+            run_id=run_id, claim_token=claim_token, reason=reason, next=next
+        )
+        timeout = long_poll_timeout(self.timeout, next.wait_ms if next else 0)
+        return await self.call("agent.release", params, p.FinishResult, timeout=timeout)
 
     # -- observability: dashboard, inbox, triage --------------------------------------
 
@@ -651,7 +688,74 @@ class AsyncClient:
         if got is None:
             yield None
             return
-        assert self._tg is not None  # claim_next succeeded, so we are open
+        async with self._hold(got, lease_ms) as work:
+            yield work
+
+    async def claims(
+        self,
+        *,
+        channel: str | None = None,
+        workspace: str | None = None,
+        lease_ms: int | None = None,
+        wait_ms: int = 30_000,
+        **filters: Any,
+    ) -> AsyncGenerator[contextlib.AbstractAsyncContextManager[AsyncWork], None]:
+        """Run after run for an ``async for`` loop, each item an ``async
+        with`` block that holds its run as ``claim()``'s does; each finish
+        claims the next run in the same call (one round trip per cycle).
+        Never yields None: an empty queue is long-polled ``wait_ms`` at a
+        time. A run claimed ahead but not worked on is released when the
+        loop ends: at once under ``contextlib.aclosing(client.claims())``,
+        else when the generator is collected or the client closes.
+        """
+        fields: dict[str, Any] = {
+            "network_channel": channel,
+            "workspace": workspace,
+            "lease_ms": lease_ms,
+            **filters,
+        }
+        chained = p.NextClaimParams(**fields)  # no wait: see agh.work.claims
+        ahead: list[p.Claim] = []
+        self._ahead.append(ahead)
+        try:
+            while True:
+                got = (
+                    ahead.pop()
+                    if ahead
+                    else (await self.claim_next(wait_ms=wait_ms, **fields)).claim
+                )
+                if got is None:
+                    continue
+                block = _Block(self._hold(got, lease_ms, chained, ahead.append))
+                yield block
+                if not block.entered:
+                    await self._give_back(got, "the claim loop skipped it")
+        finally:
+            self._ahead.remove(ahead)
+            while ahead:
+                await self._give_back(ahead.pop(), "the claim loop ended")
+
+    async def _release_ahead(self) -> None:
+        for ahead in self._ahead:
+            while ahead:
+                await self._give_back(ahead.pop(), "the claim loop ended")
+
+    async def _give_back(self, got: p.Claim, reason: str) -> None:
+        with anyio.CancelScope(shield=True), contextlib.suppress(AghError):
+            await self.release(got.run.id, got.claim_token, reason)
+
+    @contextlib.asynccontextmanager
+    async def _hold(
+        self,
+        got: p.Claim,
+        lease_ms: int | None,
+        chained: p.NextClaimParams | None = None,
+        handoff: Callable[[p.Claim], None] | None = None,
+    ) -> AsyncIterator[AsyncWork]:
+        """Hold ``got`` for the block (the rules of ``claim()``); with
+        ``chained``, a complete or fail also claims the next run and hands
+        it to ``handoff``."""
+        assert self._tg is not None  # a claim came back, so we are open
         work = AsyncWork(self, got)
         beat = _Heartbeat(work, lease_ms)
         self._tg.start_soon(beat.run)
@@ -659,17 +763,37 @@ class AsyncClient:
             yield work
         except (KeyboardInterrupt, SystemExit, anyio.get_cancelled_exc_class()):
             await beat.stop()
-            with anyio.CancelScope(shield=True), contextlib.suppress(AghError):
-                await self.release(work.run.id, work.claim_token, "interrupted")
+            await self._give_back(got, "interrupted")
             raise
         except BaseException as exc:
             await beat.stop()
             _raise_if_lost(work)
-            await self.fail(work.run.id, work.claim_token, f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            pass_on_next(
+                await self.fail(work.run.id, work.claim_token, error, next=chained), handoff
+            )
             raise
         await beat.stop()
         _raise_if_lost(work)
-        await self.complete(work.run.id, work.claim_token, work.result)
+        done = await self.complete(work.run.id, work.claim_token, work.result, next=chained)
+        pass_on_next(done, handoff)
+
+
+class _Block:
+    """One item of ``AsyncClient.claims()``: its block, entered at most once."""
+
+    def __init__(self, cm: contextlib.AbstractAsyncContextManager[AsyncWork]) -> None:
+        self.entered = False
+        self._cm = cm
+
+    async def __aenter__(self) -> AsyncWork:
+        if self.entered:
+            raise RuntimeError("a claims() item is one async with block; it was entered already")
+        self.entered = True
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc)
 
 
 def _closed() -> AghError:

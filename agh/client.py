@@ -31,10 +31,13 @@ from agh.transport import (
     connect_error,
     connection_lost,
     hello_fields,
+    long_poll_timeout,
     no_answer,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
     from agh.work import Work
 
 R = TypeVar("R")
@@ -358,8 +361,7 @@ class Client:
 
     def claim_next(self, **fields: Any) -> p.ClaimNextResult:
         params = p.ClaimNextParams(**fields)
-        wait = params.wait_ms / 1000
-        timeout = None if self.timeout is None else self.timeout + wait
+        timeout = long_poll_timeout(self.timeout, params.wait_ms)
         return self.call("agent.claim_next", params, p.ClaimNextResult, timeout=timeout)
 
     def claim(
@@ -386,23 +388,79 @@ class Client:
             **filters,
         )
 
+    def claims(
+        self,
+        *,
+        channel: str | None = None,
+        workspace: str | None = None,
+        lease_ms: int | None = None,
+        wait_ms: int = 30_000,
+        **filters: Any,
+    ) -> Generator[contextlib.AbstractContextManager[Work], None, None]:
+        """Run after run for a ``for`` loop, each item a ``with`` block like
+        ``claim()``'s; each finish claims the next run in the same call (one
+        round trip per cycle). See ``agh.work.claims``."""
+        from agh.work import claims
+
+        return claims(
+            self,
+            channel=channel,
+            workspace=workspace,
+            lease_ms=lease_ms,
+            wait_ms=wait_ms,
+            **filters,
+        )
+
     def heartbeat(
         self, run_id: str, claim_token: str, lease_ms: int | None = None
     ) -> p.LeaseResult:
         params = p.HeartbeatParams(run_id=run_id, claim_token=claim_token, lease_ms=lease_ms)
         return self.call("agent.heartbeat", params, p.LeaseResult)
 
-    def complete(self, run_id: str, claim_token: str, result: Any = None) -> p.LeaseResult:
-        params = p.AgentCompleteParams(run_id=run_id, claim_token=claim_token, result=result)
-        return self.call("agent.complete", params, p.LeaseResult)
+    def complete(
+        self,
+        run_id: str,
+        claim_token: str,
+        result: Any = None,
+        *,
+        next: p.NextClaimParams | None = None,
+    ) -> p.FinishResult:
+        """Complete the run; with ``next``, claim the next one in the same
+        call (``result.next``: the claim, or None)."""
+        params = p.AgentCompleteParams(
+            run_id=run_id, claim_token=claim_token, result=result, next=next
+        )
+        timeout = long_poll_timeout(self.timeout, next.wait_ms if next else 0)
+        return self.call("agent.complete", params, p.FinishResult, timeout=timeout)
 
-    def fail(self, run_id: str, claim_token: str, error: str, retry: bool = True) -> p.LeaseResult:
-        params = p.AgentFailParams(run_id=run_id, claim_token=claim_token, error=error, retry=retry)
-        return self.call("agent.fail", params, p.LeaseResult)
+    def fail(
+        self,
+        run_id: str,
+        claim_token: str,
+        error: str,
+        retry: bool = True,
+        *,
+        next: p.NextClaimParams | None = None,
+    ) -> p.FinishResult:
+        params = p.AgentFailParams(
+            run_id=run_id, claim_token=claim_token, error=error, retry=retry, next=next
+        )
+        timeout = long_poll_timeout(self.timeout, next.wait_ms if next else 0)
+        return self.call("agent.fail", params, p.FinishResult, timeout=timeout)
 
-    def release(self, run_id: str, claim_token: str, reason: str | None = None) -> p.LeaseResult:
-        params = p.AgentReleaseParams(run_id=run_id, claim_token=claim_token, reason=reason)
-        return self.call("agent.release", params, p.LeaseResult)
+    def release(
+        self,
+        run_id: str,
+        claim_token: str,
+        reason: str | None = None,
+        *,
+        next: p.NextClaimParams | None = None,
+    ) -> p.FinishResult:
+        params = p.AgentReleaseParams(
+            run_id=run_id, claim_token=claim_token, reason=reason, next=next
+        )
+        timeout = long_poll_timeout(self.timeout, next.wait_ms if next else 0)
+        return self.call("agent.release", params, p.FinishResult, timeout=timeout)
 
     # -- observability: dashboard, inbox, triage --------------------------------------
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
+from agh import protocol as p
 from agh.client import Client
 from agh.errors import (
     AghError,
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import FrameType
 
-    from agh import protocol as p
 
 T = TypeVar("T")
 
@@ -321,6 +321,9 @@ class _Slot(threading.Thread):
         self._lock = threading.Lock()
         self._claiming: Client | None = None
         self._key: str | None = None
+        # The run the last finish claimed for this slot (one round trip per
+        # cycle), run next instead of asking again.
+        self.ahead: p.Claim | None = None
 
     # -- connection -----------------------------------------------------------------
 
@@ -384,8 +387,10 @@ class _Slot(threading.Thread):
                 poll = min(max(0.0, deadline - time.monotonic()), MAX_POLL_S)
             else:
                 poll = min(max(o.wait_s, 1.0), MAX_POLL_S)  # never a busy loop
+            got, self.ahead = self.ahead, None
             try:
-                got = self._claim(poll)
+                if got is None:
+                    got = self._claim(poll)
             except (AghError, OSError) as exc:
                 if isinstance(exc, LeaseLost):
                     # The claim this key made has already ended: claim anew.
@@ -427,6 +432,21 @@ class _Slot(threading.Thread):
     def _give_back(self, got: p.Claim) -> None:
         with contextlib.suppress(AghError, OSError):
             self.call(lambda c: c.release(got.run.id, got.claim_token, "worker stopped"))
+
+    def chained(self) -> p.NextClaimParams | None:
+        """What a finish should claim next for this slot: the same filters,
+        no wait (an empty queue is waited on by ``_claim``); None when no
+        next run is wanted (``--once``, stopping)."""
+        o = self.options
+        if o.once or self.worker.stopping.is_set():
+            return None
+        return p.NextClaimParams(
+            network_channel=o.channel, workspace=o.workspace, lease_ms=round(o.lease_s * 1000)
+        )
+
+    def take_next(self, done: p.FinishResult) -> None:
+        if isinstance(done.next, p.Claim):
+            self.ahead = done.next
 
     def _claim(self, poll_s: float) -> p.Claim | None:
         o = self.options
@@ -843,16 +863,23 @@ class _Run:
         error = failure_text(returncode, list(self.stderr_tail))
         if returncode == 0:
             result = result_of(self.last_stdout)
+            chained = self.slot.chained()
             try:
-                if self._settle(lambda c: c.complete(self.run_id, self.token, result)) is None:
+                done = self._settle(
+                    lambda c: c.complete(self.run_id, self.token, result, next=chained)
+                )
+                if done is None:
                     return self._unfinished()
+                self.slot.take_next(done)
                 w.say(f"{self.ident} completed in {elapsed:.1f}s")
                 return "completed"
             except InvalidParams as exc:  # say, a result too large for aghd
                 error = f"exit status 0, but aghd refused the result: {exc.message}"
-        done = self._settle(lambda c: c.fail(self.run_id, self.token, error))
+        chained = self.slot.chained()
+        done = self._settle(lambda c: c.fail(self.run_id, self.token, error, next=chained))
         if done is None:
             return self._unfinished()
+        self.slot.take_next(done)
         retry = "; retrying" if done.lease.status == "queued" else ""
         w.say(f"{self.ident} failed: {failure_headline(returncode)} ({self.attempts}{retry})")
         return "failed"

@@ -76,6 +76,12 @@ CONNECT_ERRORS = (OSError,)
 _MAX_SOCKET_PATH = 107
 
 
+def long_poll_timeout(timeout: float | None, wait_ms: int) -> float | None:
+    """How long to wait for the reply to a call the daemon may hold for
+    ``wait_ms`` (a long-polling claim): the client's timeout plus that."""
+    return None if timeout is None else timeout + wait_ms / 1000
+
+
 def hello_fields(
     *,
     agent_name: str | None,

@@ -19,7 +19,12 @@ How the ``with`` block ends decides the run:
 
 If the lease is lost meanwhile (expired, canceled, taken over), ``work.lost``
 is set and the finish raises ``LeaseLost``: stop, the work belongs to
-someone else now. Owns: the heartbeat thread and the finish rules. Must not:
+someone else now.
+
+``client.claims()`` is the loop: run after run, each finish claiming the
+next in the same call (one round trip per cycle).
+
+Owns: the heartbeat thread, the finish rules and the claim loop. Must not:
 know the wire format (the client does).
 """
 
@@ -30,12 +35,12 @@ import datetime as dt
 import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from agh import protocol as p
 from agh.errors import AghError, DaemonUnreachable, LeaseLost
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Generator, Iterator
 
-    from agh import protocol as p
     from agh.client import Client
 
 # Heartbeat this often within the lease: two beats may be missed before it ends.
@@ -165,6 +170,97 @@ def claim(
     if got is None:
         yield None
         return
+    with _hold(client, got, lease_ms) as work:
+        yield work
+
+
+def claims(
+    client: Client,
+    *,
+    channel: str | None = None,
+    workspace: str | None = None,
+    lease_ms: int | None = None,
+    wait_ms: int = 30_000,
+    **filters: Any,
+) -> Generator[contextlib.AbstractContextManager[Work], None, None]:
+    """Claim run after run, for a ``for`` loop; each item is a ``with`` block
+    that holds its run as ``claim()``'s does:
+
+        for block in client.claims(channel="default"):
+            with block as work:
+                work.result = do(work.input)
+
+    The finish of one block claims the next run in the same call (PROTOCOL
+    §6, one round trip per cycle), so a busy agent makes one request per
+    run. When nothing is claimable the loop long-polls ``wait_ms`` at a time
+    and asks again: it never yields None. A run claimed ahead but not worked
+    on (the loop ended: ``break``, an exception, Ctrl-C) is released, as is
+    an item whose block was never entered.
+    """
+    fields: dict[str, Any] = {
+        "network_channel": channel,
+        "workspace": workspace,
+        "lease_ms": lease_ms,
+        **filters,
+    }
+    # No wait in the chained claim: a finish answers at once, and an empty
+    # queue is waited on by the loop's own claim_next.
+    chained = p.NextClaimParams(**fields)
+    ahead: list[p.Claim] = []
+    try:
+        while True:
+            got = ahead.pop() if ahead else client.claim_next(wait_ms=wait_ms, **fields).claim
+            if got is None:
+                continue
+            block = _Block(client, got, lease_ms, chained, ahead.append)
+            yield block
+            if not block.entered:
+                _give_back(client, got, "the claim loop skipped it")
+    finally:
+        for got in ahead:
+            _give_back(client, got, "the claim loop ended")
+
+
+class _Block:
+    """One item of ``claims()``: ``_hold`` entered at most once."""
+
+    def __init__(
+        self,
+        client: Client,
+        got: p.Claim,
+        lease_ms: int | None,
+        chained: p.NextClaimParams,
+        handoff: Callable[[p.Claim], None],
+    ) -> None:
+        self.entered = False
+        self._cm = _hold(client, got, lease_ms, chained, handoff)
+
+    def __enter__(self) -> Work:
+        if self.entered:
+            raise RuntimeError("a claims() item is one with block; it was entered already")
+        self.entered = True
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._cm.__exit__(*exc)
+
+
+def _give_back(client: Client, got: p.Claim, reason: str) -> None:
+    with contextlib.suppress(AghError, OSError):
+        client.release(got.run.id, got.claim_token, reason)
+
+
+@contextlib.contextmanager
+def _hold(
+    client: Client,
+    got: p.Claim,
+    lease_ms: int | None,
+    chained: p.NextClaimParams | None = None,
+    handoff: Callable[[p.Claim], None] | None = None,
+) -> Iterator[Work]:
+    """Hold ``got`` for the block: heartbeat, then finish by how it ended.
+    With ``chained``, a complete or fail also claims the next run and hands
+    it to ``handoff``."""
     work = Work(client, got)
     beat = _Heartbeat(work, lease_ms)
     beat.start()
@@ -172,17 +268,24 @@ def claim(
         yield work
     except (KeyboardInterrupt, SystemExit):
         _stop(beat)
-        with contextlib.suppress(AghError):
-            client.release(work.run.id, work.claim_token, "interrupted")
+        _give_back(client, got, "interrupted")
         raise
     except BaseException as exc:
         _stop(beat)
         _raise_if_lost(work)
-        client.fail(work.run.id, work.claim_token, f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        pass_on_next(client.fail(work.run.id, work.claim_token, error, next=chained), handoff)
         raise
     _stop(beat)
     _raise_if_lost(work)
-    client.complete(work.run.id, work.claim_token, work.result)
+    pass_on_next(client.complete(work.run.id, work.claim_token, work.result, next=chained), handoff)
+
+
+def pass_on_next(done: p.FinishResult, handoff: Callable[[p.Claim], None] | None) -> None:
+    """Give the next claim a finish made (if it made one) to ``handoff``:
+    ``claims()``'s, or ``AsyncClient.claims()``'s."""
+    if handoff is not None and isinstance(done.next, p.Claim):
+        handoff(done.next)
 
 
 def _stop(beat: _Heartbeat) -> None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from agh.errors import AghError
 from aghd.store import sessions as sessions_store
-from aghd.store.db import Caller
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from aghd.config import Config
     from aghd.rpc import ConnectionState
     from aghd.scheduler import WorkSignal
-    from aghd.store.db import Tx
+    from aghd.store.db import Caller, Tx
     from aghd.store.models import Backoff
     from aghd.streams import Hub
 
@@ -78,10 +77,7 @@ class SessionRegistry:
     def claimant(conn: ConnectionState, session_id: str | None) -> tuple[Caller, str | None]:
         """Who a claim is for: an explicit session, else the hello session."""
         if session_id is not None:
-            c = conn.caller
-            return Caller("agent_session", session_id, c.origin_kind, c.origin_ref, session_id), (
-                session_id
-            )
+            return conn.caller.for_session(session_id), session_id
         return conn.caller, conn.caller.session_id
 
     async def bind(self, conn: ConnectionState, session_id: str) -> None:

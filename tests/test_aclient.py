@@ -4,9 +4,11 @@ connection, events, and ``claim()`` finishing however its block ends."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,7 +43,9 @@ def test_every_public_method_of_client_exists_with_the_same_parameters() -> None
         sync, async_ = getattr(Client, name), getattr(AsyncClient, name, None)
         assert async_ is not None, f"AsyncClient has no {name}"
         assert inspect.signature(async_).parameters == inspect.signature(sync).parameters, name
-        if name not in ("__init__", "claim"):
+        if name == "claims":  # an async generator: `async for`
+            assert inspect.isasyncgenfunction(async_), "AsyncClient.claims is not `async for`"
+        elif name not in ("__init__", "claim"):
             assert inspect.iscoroutinefunction(async_), f"AsyncClient.{name} is not async"
 
 
@@ -385,3 +389,47 @@ async def test_a_claim_whose_caller_gave_up_is_released_not_left_held(
         run = (await client.runs_get(made.run.id)).run.run
         assert run.status == "queued"
         assert released and released[0].payload["reason"] == "claim abandoned by its caller"
+
+
+async def test_the_claims_loop_makes_one_call_per_run_and_gives_back_what_it_claimed_ahead(
+    daemon: ThreadDaemon,
+) -> None:
+    with daemon.client() as c:
+        runs = [c.tasks_create(f"job {i}", start=True, input={"n": i}).run for i in range(4)]
+    ids = [r.id for r in runs if r is not None]
+    seen: list[int] = []
+    async with AsyncClient(daemon.socket, agent_name="async-looper") as agent:
+        async with contextlib.aclosing(agent.claims(wait_ms=1000)) as loop:
+            async for block in loop:
+                async with block as work:
+                    work.result = {"n": work.input["n"]}
+                    seen.append(work.input["n"])
+                if len(seen) == 3:
+                    break  # the third complete claimed job 3 ahead
+        with daemon.client() as c:
+            statuses = [c.runs_get(i).run.run.status for i in ids]
+    assert seen == [0, 1, 2]
+    assert statuses == ["completed", "completed", "completed", "queued"]
+    db = sqlite3.connect(f"file:{daemon.config.db_path}?mode=ro", uri=True)
+    try:
+        chained = db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL")
+        assert chained.fetchone()[0] == 3  # runs 1, 2 and 3 each came with a finish
+    finally:
+        db.close()
+
+
+async def test_a_run_claimed_ahead_is_given_back_when_the_client_closes(
+    daemon: ThreadDaemon,
+) -> None:
+    with daemon.client() as c:
+        first = c.tasks_create("first", start=True).run
+        second = c.tasks_create("second", start=True).run
+    assert first is not None and second is not None
+    async with AsyncClient(daemon.socket, agent_name="leaver") as agent:
+        loop = agent.claims(wait_ms=1000)
+        block = await loop.__anext__()
+        async with block as work:
+            assert work.run.id == first.id
+        # The loop is left as it is, never closed: the client's exit releases.
+    with daemon.client() as c:
+        assert wait_run_status(c, second.id, "queued").attempt == 0

@@ -62,8 +62,14 @@ STORE_LAYERS: list[list[str]] = [
     ["aghd.store.tasks"],
     # Claiming a run; what happens to it under its lease.
     ["aghd.store.claims", "aghd.store.leases"],
-    # On top: workflows, a run's logs and messages, observability reads.
-    ["aghd.store.workflows", "aghd.store.coordination", "aghd.store.observe"],
+    # On top: workflows, a finish's next claim, a run's logs and messages,
+    # observability reads.
+    [
+        "aghd.store.workflows",
+        "aghd.store.cycle",
+        "aghd.store.coordination",
+        "aghd.store.observe",
+    ],
 ]
 
 STDLIB = set(sys.stdlib_module_names)

@@ -3,6 +3,7 @@ however the ``with`` block ends (agh/work.py), against a real daemon."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import TYPE_CHECKING
 
@@ -104,3 +105,76 @@ def test_work_logs_asks_and_reads_messages(daemon: ThreadDaemon, client: Client)
     logs = client.runs_logs(created.run.id).logs
     assert [(line.level, line.message, line.step) for line in logs] == [("warn", "halfway", 2)]
     assert client.runs_get(created.run.id).run.run.status == "completed"
+
+
+def chained_claims(db_path: str) -> int:
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return int(
+            db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL").fetchone()[0]
+        )
+    finally:
+        db.close()
+
+
+def test_the_claims_loop_makes_one_call_per_run(daemon: ThreadDaemon, client: Client) -> None:
+    ids = [client.tasks_create(f"job {i}", start=True, input={"n": i}).run for i in range(5)]
+    done: list[int] = []
+    with daemon.client(agent_name="looper") as agent:
+        for block in agent.claims(wait_ms=1000):
+            try:
+                with block as work:
+                    if work.input["n"] == 2:
+                        raise ValueError("two is bad")
+                    work.result = {"double": work.input["n"] * 2}
+                    done.append(work.input["n"])
+            except ValueError:
+                pass  # that run failed; the loop goes on
+            if len(done) == 4:
+                break
+    assert done == [0, 1, 3, 4]
+    runs = [client.runs_get(r.id).run.run for r in ids if r is not None]
+    assert [r.status for r in runs] == [
+        "completed",
+        "completed",
+        "failed",
+        "completed",
+        "completed",
+    ]
+    assert runs[4].result == {"double": 8}
+    # The first run by claim_next; each of the other four by the finish before it.
+    assert chained_claims(daemon.config.db_path) == 4
+
+
+def test_a_run_claimed_ahead_is_released_when_the_loop_ends(
+    daemon: ThreadDaemon, client: Client
+) -> None:
+    first = client.tasks_create("first", start=True).run
+    second = client.tasks_create("second", start=True).run
+    assert first is not None and second is not None
+    with daemon.client(agent_name="quitter") as agent:
+        for block in agent.claims(wait_ms=1000):
+            with block as work:
+                assert work.run.id == first.id
+            break  # the complete already claimed "second" for this loop
+    again = wait_run_status(client, second.id, "queued")
+    assert again.attempt == 0  # released: no attempt spent
+    events = [e.event_type for e in client.tasks_timeline(second.task_id).timeline]
+    assert "run.released" in events
+
+
+def test_an_item_never_entered_is_released(daemon: ThreadDaemon, client: Client) -> None:
+    only = client.tasks_create("skipped", start=True).run
+    assert only is not None
+    with daemon.client(agent_name="skipper") as agent:
+        loop = agent.claims(wait_ms=1000)
+        next(loop)  # claimed, never entered
+        with pytest.raises(RuntimeError):  # resuming the loop releases it, then
+            # claims it again (the only run), entered twice here:
+            block = next(loop)
+            with block:
+                pass
+            with block:
+                pass
+        loop.close()
+    assert wait_run_status(client, only.id, "completed").status == "completed"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -371,3 +372,32 @@ def test_the_log_buffer_drops_the_oldest_lines_and_says_how_many() -> None:
         "6",
     ]
     assert not buffer.pending()
+
+
+def chained_claims(db_path: str) -> int:
+    """Claims a finish made (one round trip per cycle), read from the file."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return int(
+            db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL").fetchone()[0]
+        )
+    finally:
+        db.close()
+
+
+def test_each_finish_claims_the_next_run_in_the_same_call(
+    daemon: ThreadDaemon, client: Client, worker: Callable[..., WorkerProc]
+) -> None:
+    ids = [client.tasks_create(f"job {i}", start=True).task.id for i in range(4)]
+    failing = client.tasks_create("fails", start=True).task.id
+    w = worker("--", "sh", "-c", 'test "$AGH_TASK_ID" != "$0"', failing, socket=daemon.socket)
+    wait_until(
+        lambda: all(task_status(client, i) in ("completed", "failed") for i in [*ids, failing]),
+        what="all five to finish",
+    )
+    assert [task_status(client, i) for i in ids] == ["completed"] * 4
+    assert task_status(client, failing) == "failed"
+    assert w.stop() == 0
+    # Five runs, one slot: the first claimed by claim_next, the other four
+    # each by the finish (complete, or fail) before it.
+    assert chained_claims(daemon.config.db_path) == 4

@@ -386,7 +386,7 @@ def messages(
         fail("no message arrived in time", EXIT_NO_WORK)
 
 
-def emit_lease(result: p.LeaseResult, as_json: bool) -> None:
+def emit_lease(result: p.LeaseResult | p.FinishResult, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:

@@ -62,10 +62,16 @@ if TYPE_CHECKING:
         ClaimNextResult as ClaimNextResult,
     )
     from agh.protocol.agent import (
+        FinishResult as FinishResult,
+    )
+    from agh.protocol.agent import (
         HeartbeatParams as HeartbeatParams,
     )
     from agh.protocol.agent import (
         LeaseResult as LeaseResult,
+    )
+    from agh.protocol.agent import (
+        NextClaimParams as NextClaimParams,
     )
     from agh.protocol.base import (
         INT64_MAX as INT64_MAX,

@@ -31,12 +31,12 @@ class Method(NamedTuple):
 
 METHODS: dict[str, Method] = {
     "agent.claim_next": Method(agent.ClaimNextParams, agent.ClaimNextResult),
-    "agent.complete": Method(agent.AgentCompleteParams, agent.LeaseResult),
-    "agent.fail": Method(agent.AgentFailParams, agent.LeaseResult),
+    "agent.complete": Method(agent.AgentCompleteParams, agent.FinishResult),
+    "agent.fail": Method(agent.AgentFailParams, agent.FinishResult),
     "agent.heartbeat": Method(agent.HeartbeatParams, agent.LeaseResult),
     "agent.log": Method(coordination.AgentLogParams, coordination.AgentLogResult),
     "agent.messages": Method(coordination.AgentMessagesParams, coordination.MessagesResult),
-    "agent.release": Method(agent.AgentReleaseParams, agent.LeaseResult),
+    "agent.release": Method(agent.AgentReleaseParams, agent.FinishResult),
     "agent.send": Method(coordination.AgentSendParams, coordination.MessageResult),
     "events.subscribe": Method(streams.EventsSubscribeParams, streams.SubscribeResult),
     "observe.dashboard": Method(observe.DashboardParams, observe.DashboardResult),

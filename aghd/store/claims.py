@@ -55,19 +55,26 @@ def _replay_claim(tx: Tx, scope: str, key: str, token_hash: str) -> Claimed | No
             "claim again with a new key",
             {"run_id": row["run_id"], "end_reason": row["end_reason"]},
         )
+    return reissue(tx, row["claim_id"], row["run_id"], token_hash)
+
+
+def reissue(tx: Tx, claim_id: int, run_id: str, token_hash: str) -> Claimed:
+    """Hand a live claim out again under a fresh token: the first reply was
+    lost, so its token is unknown to the agent. The token it replaces keeps
+    meaning "your lease is gone" (``lease_lost``, reason ``replaced``)."""
     tx.execute(
         "INSERT INTO replaced_tokens (claim_id, token_hash, replaced_at)"
         " SELECT id, token_hash, ? FROM claims WHERE id = ?",
-        (tx.now, row["claim_id"]),
+        (tx.now, claim_id),
     )
-    tx.execute("UPDATE claims SET token_hash = ? WHERE id = ?", (token_hash, row["claim_id"]))
+    tx.execute("UPDATE claims SET token_hash = ? WHERE id = ?", (token_hash, claim_id))
     run = tx.one(
-        "UPDATE runs SET claim_token_hash = ? WHERE id = ? RETURNING *", (token_hash, row["run_id"])
+        "UPDATE runs SET claim_token_hash = ? WHERE id = ? RETURNING *", (token_hash, run_id)
     )
     assert run is not None
     task = tx.one(f"SELECT {TASK_SUMMARY_COLUMNS} FROM tasks WHERE id = ?", (run["task_id"],))
     assert task is not None
-    return Claimed(run, task)
+    return Claimed(run, task, claim_id)
 
 
 def _take(
@@ -114,6 +121,7 @@ def _take(
         " session_id, claimed_at) VALUES (?,?,?,?,?,?,?)",
         (run_id, run["attempt"], token_hash, caller.actor_kind, caller.actor_ref, session_id, now),
     ).lastrowid
+    assert claim_id is not None
     if idempotency_key is not None:
         tx.execute(
             "INSERT INTO idempotency_keys (scope, key, run_id, claim_id, created_at)"
@@ -139,7 +147,7 @@ def _take(
         touch=False,
     )
     tx.deadline(lease_until)
-    return Claimed(run, task)
+    return Claimed(run, task, claim_id)
 
 
 def claim_next_run(
@@ -153,11 +161,13 @@ def claim_next_run(
     idempotency_key: str | None,
     max_claims_per_session: int,
     require_session: bool = False,
+    exclude_run_id: str | None = None,
 ) -> Claimed | None:
     """Atomically claim the best claimable run matching ``filters``, or None.
 
     ``require_session``: the caller named ``session_id`` explicitly, so it
-    must exist (NotFound otherwise).
+    must exist (NotFound otherwise). ``exclude_run_id``: never this run (the
+    one the caller has just released).
 
     Order: priority rank descending, then oldest ``queued_at``, then id —
     walking ``runs_claim`` (or ``runs_claim_channel``) in index order.
@@ -177,7 +187,7 @@ def claim_next_run(
         if workspace is None:
             return None
         workspace_id = workspace["id"]
-    row = tx.one(*claim_query(filters, tx.now, workspace_id))
+    row = tx.one(*claim_query(filters, tx.now, workspace_id, exclude_run_id))
     if row is None:
         return None
     return _take(
@@ -193,11 +203,17 @@ def claim_next_run(
 
 
 def claim_query(
-    filters: ClaimFilters, now: int, workspace_id: str | None = None
+    filters: ClaimFilters,
+    now: int,
+    workspace_id: str | None = None,
+    exclude_run_id: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL that picks the next run; public so a test can EXPLAIN it."""
     where = ["r.status = 'queued'", "r.available_at <= ?"]
     args: list[Any] = [now]
+    if exclude_run_id is not None:
+        where.append("r.id != ?")
+        args.append(exclude_run_id)
     if filters.network_channel is not None:
         where.append("r.network_channel = ?")
         args.append(filters.network_channel)

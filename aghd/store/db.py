@@ -215,6 +215,11 @@ class Caller:
     origin_ref: str | None = None
     session_id: str | None = None
 
+    def for_session(self, session_id: str) -> Caller:
+        """The agent session ``session_id`` acting from this caller's origin
+        (a claim made for a session the caller names)."""
+        return Caller("agent_session", session_id, self.origin_kind, self.origin_ref, session_id)
+
 
 DAEMON = Caller("automation", "aghd", "daemon", None)
 

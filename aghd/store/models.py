@@ -134,11 +134,23 @@ class ClaimFilters:
     owner_ref: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NextClaim:
+    """The claim a finish makes for the same session (PROTOCOL §6, one round
+    trip per cycle): ``agent.claim_next``'s filters and lease, a fresh token."""
+
+    filters: ClaimFilters
+    lease_ms: int
+    token_hash: str
+    max_claims_per_session: int
+
+
 @dataclass(slots=True)
 class Claimed:
     run: sqlite3.Row
     # The task's TASK_SUMMARY_COLUMNS (what the claim reply shows).
     task: sqlite3.Row
+    claim_id: int
 
 
 @dataclass(slots=True)

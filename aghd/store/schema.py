@@ -371,7 +371,15 @@ CREATE TABLE replaced_tokens (
 CREATE INDEX replaced_tokens_claim ON replaced_tokens (claim_id);
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6]
+# Migration 7: one round trip per cycle (PROTOCOL §6). A finish that also
+# claimed the next run records that claim on the finished one, so a retried
+# finish (its reply was lost) hands the same next claim out again, under a
+# fresh token, instead of claiming a second run.
+_M7 = """
+ALTER TABLE claims ADD COLUMN next_claim_id INTEGER;
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6, _M7]
 LATEST = len(MIGRATIONS)
 
 

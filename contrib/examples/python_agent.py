@@ -5,9 +5,10 @@
     python contrib/examples/python_agent.py --name shouter
     agh add "shout" --input '{"text": "hello"}'    # result: {"text": "HELLO"}
 
-``client.claim()`` does the bookkeeping: it heartbeats in the background
-while the block runs, completes the run with ``work.result`` when the block
-ends, fails it when the block raises, and releases it on Ctrl-C (or SIGTERM).
+``client.claims()`` does the bookkeeping: each block heartbeats in the
+background while it runs, completes the run with ``work.result`` when it
+ends, fails it when it raises, and releases it on Ctrl-C (or SIGTERM); each
+finish claims the next run in the same call.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with Client(args.socket, agent_name=args.name, channel=args.channel) as client:
-            while True:
+            # Run after run: each finish claims the next in the same call, and
+            # an empty queue is long-polled (one waiting request, not a busy loop).
+            for block in client.claims(channel=args.channel, wait_ms=30_000):
                 try:
-                    # Long-poll: one request that waits for work, not a busy loop.
-                    with client.claim(channel=args.channel, wait_ms=30_000) as work:
-                        if work is not None:
-                            shout(work)
+                    with block as work:
+                        shout(work)
                 except LeaseLost as exc:  # canceled or taken over: not ours any more
                     print(f"{args.name}: {exc}", file=sys.stderr)
                 except AghError:
@@ -55,7 +56,7 @@ def main() -> int:
                 except Exception as exc:  # that run is failed with this error; go on
                     print(f"{args.name}: run failed: {exc!r}", file=sys.stderr)
     except KeyboardInterrupt:
-        return 0  # claim() has already released the run it held, if any
+        return 0  # claims() has already released the run it held, if any
     except AghError as exc:
         print(f"{args.name}: {exc}", file=sys.stderr)
         return 1
