@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmark: claim→complete cycles/s and claim latency through a real aghd.
+"""Benchmark: claim→complete cycles/s and latency through a real aghd.
 
-Starts ``aghd`` as a subprocess (synchronous=FULL unless told otherwise) on a
-fresh database, queues tasks, then runs 1, 4 and 16 agents — each its own
-connection with its own session — doing ``agent.claim_next`` then
-``agent.complete`` as fast as the daemon answers. In the same run it measures
-the raw in-process rate: the same store functions and schema, no daemon,
-one commit per operation under FULL. Prints both and their ratio.
+Starts ``aghd`` as a subprocess (synchronous=FULL unless told otherwise) on
+a fresh database and queues enough tasks. Then, for each agent count (1, 4,
+16 and 64 by default), runs the agents each **as its own OS process** (as
+real agents are: ``bench/agent_proc.py``, a plain stdlib-``json`` client on
+its own connection and session), first with two calls per cycle
+(``agent.claim_next`` then ``agent.complete``), then with one
+(``agent.complete`` with ``next``, PROTOCOL §6). In the same run it measures
+the denominator, a bare SQLite queue in process (``bench/raw_sqlite.py``:
+one commit per operation, and ten cycles per commit), and prints every
+figure with its ratio to the one-commit-per-operation loop.
 
-    python bench/claim_complete.py                 # default: 1, 4, 16 agents, 5 s each
-    python bench/claim_complete.py --seconds 10 --agents 16
+    python bench/claim_complete.py                        # 1, 4, 16, 64 agents, 5 s each
+    python bench/claim_complete.py --agents 16 --seconds 10
+    python bench/claim_complete.py --in-process --agents 16  # asyncio tasks of one process
 
 Not a test: numbers depend on the machine. Record them in docs/PERFORMANCE.md.
 """
@@ -21,7 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,17 +104,18 @@ async def agent(
     while time.perf_counter() < stop_at:
         t0 = time.perf_counter()
         claim = (await conn.call("agent.claim_next", {}))["claim"]
-        latencies.append(time.perf_counter() - t0)
         if claim is None:
             break
         await conn.call(
             "agent.complete", {"run_id": claim["run"]["id"], "claim_token": claim["claim_token"]}
         )
+        latencies.append((time.perf_counter() - t0) * 1000)
         counter[0] += 1
     conn.close()
 
 
 async def run_agents(path: str, agents: int, seconds: float) -> tuple[float, list[float]]:
+    """``agents`` asyncio tasks of this process: cycles/s and cycle latencies (ms)."""
     latencies: list[float] = []
     counter = [0]
     t0 = time.perf_counter()
@@ -152,21 +157,60 @@ def start_daemon(workdir: str, synchronous: str) -> tuple[subprocess.Popen[bytes
 # -- the raw in-process path ---------------------------------------------------------
 
 
-def raw_rate(cycles: int, synchronous: str) -> float:
-    """Same schema and store functions, one transaction (one fsync) per operation."""
-    from store_cycle import cycles_per_second  # bench/, beside this script
+def raw_rates(cycles: int, synchronous: str) -> tuple[float, float]:
+    """The bare SQLite queue: one commit per operation, and ten cycles per commit."""
+    from raw_sqlite import cycles_per_second  # bench/, beside this script
 
-    return cycles_per_second(cycles, None, synchronous)
+    return cycles_per_second(cycles, 1, synchronous), cycles_per_second(cycles, 10, synchronous)
+
+
+# -- agents as processes ----------------------------------------------------------
+
+
+def run_processes(path: str, agents: int, seconds: float, mode: str) -> tuple[float, list[float]]:
+    """``agents`` processes of bench/agent_proc.py for ``seconds``: cycles/s
+    and every cycle's latency (ms)."""
+    script = os.path.join(ROOT, "bench", "agent_proc.py")
+    # Time to start the interpreters and say hello before the clock starts.
+    start_at = time.time() + 1.0 + agents * 0.04
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, path, f"bench-{i}", mode, str(start_at), str(seconds)],
+            stdout=subprocess.PIPE,
+        )
+        for i in range(agents)
+    ]
+    cycles = 0
+    latencies: list[float] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 120)
+        if proc.returncode != 0:
+            raise SystemExit(f"an agent failed (exit {proc.returncode})")
+        report = json.loads(out)
+        cycles += report["cycles"]
+        latencies += report["latencies_ms"]
+    return cycles / seconds, latencies
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--agents", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--agents", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--synchronous", default="FULL")
     ap.add_argument("--raw-cycles", type=int, default=3000)
+    ap.add_argument(
+        "--in-process", action="store_true", help="agents as asyncio tasks of this process"
+    )
+    ap.add_argument(
+        "--calls",
+        nargs="+",
+        choices=["two", "one"],
+        default=["two", "one"],
+        help="two: claim_next then complete; one: complete with next [default: both]",
+    )
+    ap.add_argument("--expect", type=float, default=4000, help="cycles/s to queue work for")
     args = ap.parse_args()
 
     try:
@@ -178,20 +222,30 @@ def main() -> None:
 
     workdir = tempfile.mkdtemp(prefix="aghb")
     try:
-        raw = raw_rate(args.raw_cycles, args.synchronous)
-        print(f"raw in-process SQLite ({args.synchronous}, one commit per op): {raw:8.0f} cycles/s")
-        proc, sock = start_daemon(workdir, args.synchronous)
+        raw, raw10 = raw_rates(args.raw_cycles, args.synchronous)
+        sync = args.synchronous
+        print(f"raw SQLite queue ({sync}), one commit per operation: {raw:8.0f} cycles/s")
+        print(
+            f"raw SQLite queue ({sync}), ten cycles per commit:    {raw10:8.0f} cycles/s"
+            f"   ratio to raw {raw10 / raw:5.2f}x"
+        )
+        proc, sock = start_daemon(workdir, sync)
         try:
             for n in args.agents:
-                # enough queued work that the agents never run dry
-                loop_runner(fill(sock, int(max(2000, 12000 * args.seconds * min(n, 4) / 4))))
-                rate, lat = loop_runner(run_agents(sock, n, args.seconds))
-                p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
-                mean = statistics.fmean(lat) * 1000
-                print(
-                    f"aghd {n:2d} agent(s): {rate:8.0f} cycles/s   claim p50 {p50:6.2f} ms"
-                    f"   p99 {p99:6.2f} ms   mean {mean:6.2f} ms   ratio to raw {rate / raw:5.2f}x"
-                )
+                for calls in ["two"] if args.in_process else args.calls:
+                    # Enough queued work that the agents never run dry.
+                    loop_runner(fill(sock, int(args.expect * args.seconds * 1.5) + 64))
+                    if args.in_process:
+                        rate, lat = loop_runner(run_agents(sock, n, args.seconds))
+                        how = "asyncio tasks, two calls"
+                    else:
+                        rate, lat = run_processes(sock, n, args.seconds, calls)
+                        how = "processes, " + ("two calls" if calls == "two" else "one call")
+                    print(
+                        f"aghd {n:2d} agent(s), {how:>24}: {rate:8.0f} cycles/s"
+                        f"   cycle p50 {percentile(lat, 50):6.2f} ms"
+                        f"   p99 {percentile(lat, 99):6.2f} ms   ratio to raw {rate / raw:5.2f}x"
+                    )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
