@@ -212,15 +212,18 @@ class Committer:
         self._closing = True
         self._wake.set()
 
-    def shutdown(self) -> None:
-        """Checkpoint and close both connections (after ``run()`` returned)."""
+    def shutdown(self) -> bool:
+        """Checkpoint and close every connection (after ``run()`` returned);
+        whether the checkpoint went through."""
         try:
-            self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = int(self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
         except sqlite3.Error:
             log.warning("WAL checkpoint at shutdown failed", exc_info=True)
+            busy = 1
         for conn in self.readers:
             conn.close()
         self.writer.close()
+        return busy == 0
 
     # -- on the writer thread ----------------------------------------------
 

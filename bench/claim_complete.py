@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -211,7 +212,9 @@ def main() -> None:
         help="two: claim_next then complete; one: complete with next [default: both]",
     )
     ap.add_argument("--expect", type=float, default=4000, help="cycles/s to queue work for")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures here (bench/plot.py)")
     args = ap.parse_args()
+    figures: dict[str, Any] = {"agh": []}
 
     try:
         import uvloop
@@ -223,6 +226,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="aghb")
     try:
         raw, raw10 = raw_rates(args.raw_cycles, args.synchronous)
+        figures.update(raw_one_commit_per_op=raw, raw_ten_per_commit=raw10)
         sync = args.synchronous
         print(f"raw SQLite queue ({sync}), one commit per operation: {raw:8.0f} cycles/s")
         print(
@@ -241,14 +245,21 @@ def main() -> None:
                     else:
                         rate, lat = run_processes(sock, n, args.seconds, calls)
                         how = "processes, " + ("two calls" if calls == "two" else "one call")
+                    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+                    figures["agh"].append(
+                        {"agents": n, "how": how, "cycles_s": rate, "p50_ms": p50, "p99_ms": p99}
+                    )
                     print(
                         f"aghd {n:2d} agent(s), {how:>24}: {rate:8.0f} cycles/s"
-                        f"   cycle p50 {percentile(lat, 50):6.2f} ms"
-                        f"   p99 {percentile(lat, 99):6.2f} ms   ratio to raw {rate / raw:5.2f}x"
+                        f"   cycle p50 {p50:6.2f} ms"
+                        f"   p99 {p99:6.2f} ms   ratio to raw {rate / raw:5.2f}x"
                     )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=1)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -199,6 +199,7 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=3000, help="per in-process queue")
     ap.add_argument("--clients", type=int, default=16, help="client processes of the daemons")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--json", metavar="FILE", help="also write the figures here (bench/plot.py)")
     ap.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -245,6 +246,13 @@ def main() -> None:
         echo = with_clients("echo", ["echo", echo_sock], echo_sock, args.clients, args.seconds)
         label = f"asyncio NDJSON echo, {args.clients} processes"
         print(f"{label:>40}: {echo:8.0f} requests/s   (the IPC ceiling: no work, no durability)")
+        if args.json:
+            figures = {
+                "peers": [{"name": n, "cycles_s": r, "weaker": w} for n, r, w in rows],
+                "echo_requests_s": echo,
+            }
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=1)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -320,3 +320,49 @@ def test_writes_racing_a_held_lock_all_get_answers(make_daemon: Any) -> None:
     assert not any(t.is_alive() for t in threads)
     assert len(outcomes) == 24
     assert "busy" in outcomes and "ok" in outcomes
+
+
+def _start_log(sock: str, db: str, procs: list[subprocess.Popen[bytes]], log: str) -> str:
+    """Start aghd at INFO into ``log``, stop it cleanly, return what it logged."""
+    proc = spawn_daemon(sock, db, level="INFO", log=log)
+    procs.append(proc)
+    assert stop_process(proc) == 0
+    with open(log, encoding="utf-8") as f:
+        return f.read()
+
+
+SKIPPED = "start-up check skipped"
+
+
+def test_the_start_up_check_is_skipped_only_for_a_file_left_as_a_clean_stop_left_it(
+    short_dir: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """The integrity check reads every page (seconds for a big hub): a start
+    after a clean stop, with the file untouched since, skips it; a start
+    after a crash, or once the file changed, checks."""
+    sock, db = os.path.join(short_dir, "s"), os.path.join(short_dir, "agh.db")
+    log = os.path.join(short_dir, "aghd.log")
+    assert SKIPPED not in _start_log(sock, db, procs, log)  # a new file: checked
+    mark = db + ".clean"
+    assert os.path.exists(mark) and os.stat(mark).st_mode & 0o777 == 0o600
+    assert SKIPPED in _start_log(sock, db, procs, log)
+    # Anything that touched the file since: checked again.
+    os.utime(db, ns=(time.time_ns(), time.time_ns()))
+    assert SKIPPED not in _start_log(sock, db, procs, log)
+    # A crash leaves no mark: the mark is gone as soon as aghd starts.
+    proc = spawn_daemon(sock, db)
+    procs.append(proc)
+    assert not os.path.exists(mark)
+    proc.kill()
+    proc.wait()
+    assert SKIPPED not in _start_log(sock, db, procs, log)
+
+
+def test_damage_after_a_clean_stop_is_still_refused(
+    short_dir: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    sock, db = os.path.join(short_dir, "s"), os.path.join(short_dir, "agh.db")
+    _daemon_with_tasks(sock, db, procs)
+    assert os.path.exists(db + ".clean")
+    _garbage_over_root_page(db, "tasks")
+    assert f"the database {db} is damaged" in _refused(spawn_daemon(sock, db, wait=False))
