@@ -2,7 +2,7 @@
 """Benchmark: claim→complete cycles/s and latency through a real aghd.
 
 Starts ``aghd`` as a subprocess (synchronous=FULL unless told otherwise) on
-a fresh database and queues enough tasks. Then, for each agent count (1, 4,
+a fresh database for each figure and queues enough tasks. Then, for each agent count (1, 4,
 16 and 64 by default), runs the agents each **as its own OS process** (as
 real agents are: ``bench/agent_proc.py``, a plain stdlib-``json`` client on
 its own connection and session), first with two calls per cycle
@@ -233,10 +233,13 @@ def main() -> None:
             f"raw SQLite queue ({sync}), ten cycles per commit:    {raw10:8.0f} cycles/s"
             f"   ratio to raw {raw10 / raw:5.2f}x"
         )
-        proc, sock = start_daemon(workdir, sync)
-        try:
-            for n in args.agents:
-                for calls in ["two"] if args.in_process else args.calls:
+        for n in args.agents:
+            for calls in ["two"] if args.in_process else args.calls:
+                # A fresh daemon and database for each figure: the queued
+                # work of one must not make the next one's database bigger.
+                run_dir = tempfile.mkdtemp(dir=workdir)
+                proc, sock = start_daemon(run_dir, sync)
+                try:
                     # Enough queued work that the agents never run dry.
                     loop_runner(fill(sock, int(args.expect * args.seconds * 1.5) + 64))
                     if args.in_process:
@@ -245,18 +248,19 @@ def main() -> None:
                     else:
                         rate, lat = run_processes(sock, n, args.seconds, calls)
                         how = "processes, " + ("two calls" if calls == "two" else "one call")
-                    p50, p99 = percentile(lat, 50), percentile(lat, 99)
-                    figures["agh"].append(
-                        {"agents": n, "how": how, "cycles_s": rate, "p50_ms": p50, "p99_ms": p99}
-                    )
-                    print(
-                        f"aghd {n:2d} agent(s), {how:>24}: {rate:8.0f} cycles/s"
-                        f"   cycle p50 {p50:6.2f} ms"
-                        f"   p99 {p99:6.2f} ms   ratio to raw {rate / raw:5.2f}x"
-                    )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                p50, p99 = percentile(lat, 50), percentile(lat, 99)
+                figures["agh"].append(
+                    {"agents": n, "how": how, "cycles_s": rate, "p50_ms": p50, "p99_ms": p99}
+                )
+                print(
+                    f"aghd {n:2d} agent(s), {how:>24}: {rate:8.0f} cycles/s"
+                    f"   cycle p50 {p50:6.2f} ms"
+                    f"   p99 {p99:6.2f} ms   ratio to raw {rate / raw:5.2f}x",
+                    flush=True,
+                )
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(figures, f, indent=1)
