@@ -120,6 +120,7 @@ class Committer:
         # Threads for the reads the limiter above admitted (never more).
         self._thread_limiter = anyio.CapacityLimiter(readers)
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.jobs = 0
         self.reruns = 0  # batches re-run with savepoints after a job failed mid-write
@@ -140,7 +141,10 @@ class Committer:
         if self._closing:
             raise Busy("aghd is shutting down; retry against the restarted daemon")
         job = _Job(fn, args, kwargs)
-        job.done = done = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:  # once: get_running_loop() is a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
+        job.done = done = loop.create_future()
         self._pending.append(job)
         self._wake.set()
         await done

@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from raw_sqlite import CLAIM, COMPLETE, SCHEMA  # noqa: E402
+from raw_sqlite import CLAIM, COMPLETE, open_queue  # noqa: E402
 
 PAYLOAD = {"title": "bench", "input": {"n": 1}}
 
@@ -104,16 +103,7 @@ def litequeue_rate(workdir: str, cycles: int) -> float:
 
 
 async def serve_naive(path: str, db: str, cycles: int) -> None:
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SCHEMA)
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO runs (status, priority, queued_at) VALUES ('queued', ?, ?)",
-        ((i % 4, i) for i in range(cycles)),
-    )
-    conn.execute("COMMIT")
+    conn = open_queue(db, cycles)
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():

@@ -68,14 +68,18 @@ def main() -> None:
         time.sleep(max(0.0, start_at - time.time()) + 0.5)
         spy = [py_spy, "record", "--pid", str(daemon.pid), "--rate", str(args.rate)]
         spy += ["--duration", str(int(args.seconds)), "--format", "raw", "--output", stacks]
-        spy += ["--threads", "--nonblocking"]
+        spy.append("--threads")
+        if not args.native:  # py-spy must pause the process to unwind C frames
+            spy.append("--nonblocking")
         if args.gil:
             spy.append("--gil")
         if args.native:
             spy.append("--native")
         if args.idle:
             spy.append("--idle")
-        subprocess.run(spy, check=True, capture_output=True)
+        spied = subprocess.run(spy, capture_output=True, text=True)
+        if spied.returncode != 0:
+            raise SystemExit(f"py-spy failed: {spied.stderr.strip() or spied.stdout.strip()}")
         cycles = 0
         for agent in agents:
             out, _ = agent.communicate(timeout=120)

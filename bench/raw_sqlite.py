@@ -44,20 +44,27 @@ CLAIM = (
 COMPLETE = "UPDATE runs SET status = 'completed', token = NULL WHERE id = ? AND token = ?"
 
 
+def open_queue(path: str, queued: int, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A new queue at ``path`` with ``queued`` runs waiting (autocommit:
+    the caller owns its transactions)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.executescript(SCHEMA)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO runs (status, priority, queued_at) VALUES ('queued', ?, ?)",
+        ((i % 4, i) for i in range(queued)),
+    )
+    conn.execute("COMMIT")
+    return conn
+
+
 def cycles_per_second(cycles: int, per_commit: int = 1, synchronous: str = "FULL") -> float:
     """Claim→complete cycles per second, committing every ``per_commit``
     cycles (1: a transaction per operation, two per cycle)."""
     with tempfile.TemporaryDirectory() as workdir:
-        conn = sqlite3.connect(os.path.join(workdir, "raw.db"), isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.executescript(SCHEMA)
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO runs (status, priority, queued_at) VALUES ('queued', ?, ?)",
-            ((i % 4, i) for i in range(cycles)),
-        )
-        conn.execute("COMMIT")
+        conn = open_queue(os.path.join(workdir, "raw.db"), cycles, synchronous)
         started = time.perf_counter()
         for _ in range(0, cycles, per_commit):
             held = []

@@ -8,7 +8,6 @@ import contextlib
 import inspect
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from agh import _gen_async, errors
 from agh.aclient import AsyncClient
 from agh.client import Client
 from tests.helpers.cli import clean_environ
-from tests.helpers.daemons import ThreadDaemon, wait_run_status
+from tests.helpers.daemons import ThreadDaemon, chained_claims, wait_run_status
 
 pytestmark = pytest.mark.anyio
 
@@ -410,12 +409,7 @@ async def test_the_claims_loop_makes_one_call_per_run_and_gives_back_what_it_cla
             statuses = [c.runs_get(i).run.run.status for i in ids]
     assert seen == [0, 1, 2]
     assert statuses == ["completed", "completed", "completed", "queued"]
-    db = sqlite3.connect(f"file:{daemon.config.db_path}?mode=ro", uri=True)
-    try:
-        chained = db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL")
-        assert chained.fetchone()[0] == 3  # runs 1, 2 and 3 each came with a finish
-    finally:
-        db.close()
+    assert chained_claims(daemon.config.db_path) == 3  # runs 1, 2 and 3 came with a finish
 
 
 async def test_a_run_claimed_ahead_is_given_back_when_the_client_closes(

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from agh.errors import Conflict, LeaseLost, NotFound
-from aghd.store import claims, leases, sessions
+from aghd.store import claims, leases
 from aghd.store.models import Backoff, ClaimFilters
-from tests.helpers.store import agent, claim, create, run, run_of, task, token
+from tests.helpers.store import agent, claim, create, hello, run, run_of, task, token
 
 if TYPE_CHECKING:
     from tests.helpers.store import StoreFile
@@ -22,19 +22,6 @@ if TYPE_CHECKING:
 def claimed_title(store: StoreFile, who: str, filters: ClaimFilters | None = None) -> str | None:
     c = claim(store, who, filters=filters)
     return None if c is None else str(c.task["title"])
-
-
-def hello(store: StoreFile, session_id: str) -> None:
-    store(
-        sessions.hello,
-        session_id,
-        agent_name=session_id,
-        channel=None,
-        name=None,
-        workspace_id=None,
-        origin_kind="sdk",
-        origin_ref=None,
-    )
 
 
 def test_claim_next_takes_the_highest_priority_then_the_oldest(store: StoreFile) -> None:

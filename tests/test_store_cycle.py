@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from agh.errors import Forbidden
-from aghd.store import cycle, leases, sessions
+from aghd.store import cycle, leases
 from aghd.store.models import ClaimFilters, NextClaim
-from tests.helpers.store import agent, claim, create, run, run_of, token
+from tests.helpers.store import agent, claim, create, hello, run, run_of, token
 
 if TYPE_CHECKING:
     import sqlite3
@@ -30,19 +30,6 @@ def complete(who: str, run_id: str) -> Callable[[Tx], sqlite3.Row]:
         return leases.complete_run(tx, agent(who), run_id, token(who), None)
 
     return finish
-
-
-def hello(store: StoreFile, session_id: str) -> None:
-    store(
-        sessions.hello,
-        session_id,
-        agent_name=None,
-        channel=None,
-        name=None,
-        workspace_id=None,
-        origin_kind="sdk",
-        origin_ref=None,
-    )
 
 
 def test_the_next_claim_is_for_the_finished_claims_session(store: StoreFile) -> None:

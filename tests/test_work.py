@@ -3,14 +3,13 @@ however the ``with`` block ends (agh/work.py), against a real daemon."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 from agh import errors
-from tests.helpers.daemons import ThreadDaemon, wait_run_status
+from tests.helpers.daemons import ThreadDaemon, chained_claims, wait_run_status
 
 if TYPE_CHECKING:
     from agh.client import Client
@@ -105,16 +104,6 @@ def test_work_logs_asks_and_reads_messages(daemon: ThreadDaemon, client: Client)
     logs = client.runs_logs(created.run.id).logs
     assert [(line.level, line.message, line.step) for line in logs] == [("warn", "halfway", 2)]
     assert client.runs_get(created.run.id).run.run.status == "completed"
-
-
-def chained_claims(db_path: str) -> int:
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return int(
-            db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL").fetchone()[0]
-        )
-    finally:
-        db.close()
 
 
 def test_the_claims_loop_makes_one_call_per_run(daemon: ThreadDaemon, client: Client) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,13 @@ import pytest
 
 from agh.client import Client
 from tests.helpers.cli import clean_environ, invoke
-from tests.helpers.daemons import ThreadDaemon, spawn_daemon, stop_process, wait_run_status
+from tests.helpers.daemons import (
+    ThreadDaemon,
+    chained_claims,
+    spawn_daemon,
+    stop_process,
+    wait_run_status,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -372,17 +377,6 @@ def test_the_log_buffer_drops_the_oldest_lines_and_says_how_many() -> None:
         "6",
     ]
     assert not buffer.pending()
-
-
-def chained_claims(db_path: str) -> int:
-    """Claims a finish made (one round trip per cycle), read from the file."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return int(
-            db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL").fetchone()[0]
-        )
-    finally:
-        db.close()
 
 
 def test_each_finish_claims_the_next_run_in_the_same_call(

@@ -7,6 +7,7 @@ store)."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -84,7 +85,9 @@ async def _within(
     a run claimable (or a delayed run comes due), then tries again. While
     the daemon drains: ``busy`` (``drained_is_busy``), else None."""
     svc = ctx.services
-    deadline = anyio.current_time() + wait_ms / 1000
+    # time.monotonic() is the event loop's clock; anyio.current_time() would
+    # look the loop up (a getpid() system call) on every claim.
+    deadline = time.monotonic() + wait_ms / 1000
     while True:
         # Take the signal before trying, so a run queued between our attempt
         # and our wait still wakes us.
@@ -92,7 +95,7 @@ async def _within(
         claimed = await attempt()
         if claimed is not None:
             return claimed
-        remaining = deadline - anyio.current_time()
+        remaining = deadline - time.monotonic()
         if remaining <= 0 or ctx.conn.closed.is_set():
             return None
         if svc.stopping.is_set():

@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -191,3 +192,14 @@ def wait_run_status(c: Client, run_id: str, status: str, timeout: float = 4.0) -
         if run.status == status or time.monotonic() > deadline:
             return run
         time.sleep(0.02)
+
+
+def chained_claims(db_path: str) -> int:
+    """How many claims a finish made (one round trip per cycle: the finished
+    claim names the next), read from the daemon's file, read-only."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL").fetchone()
+        return int(row[0])
+    finally:
+        db.close()

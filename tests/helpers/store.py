@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from aghd.store import claims, tasks
+from aghd.store import claims, sessions, tasks
 from aghd.store.db import Caller, Tx, open_connection
 from aghd.store.models import Claimed, ClaimFilters, NewTask
 from aghd.store.rows import get_run, task_by_id
@@ -118,4 +118,18 @@ def claim(
         token_hash=token(who),
         idempotency_key=key,
         max_claims_per_session=max_claims,
+    )
+
+
+def hello(store: StoreFile, session_id: str) -> None:
+    """``session.hello`` of an SDK agent session named ``session_id``."""
+    store(
+        sessions.hello,
+        session_id,
+        agent_name=session_id,
+        channel=None,
+        name=None,
+        workspace_id=None,
+        origin_kind="sdk",
+        origin_ref=None,
     )
