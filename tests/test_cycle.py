@@ -294,3 +294,26 @@ def test_sixteen_agents_one_call_per_cycle(daemon: ThreadDaemon) -> None:
     # One claim_next per agent to start; every other claim came with a finish.
     assert claim_calls[0] == 16
     assert chained >= total - 16
+
+
+def test_a_long_poll_after_a_finish_ends_with_null_when_aghd_stops(make_daemon: Any) -> None:
+    """The finish is durable before the poll: a shutdown during the poll
+    answers it (next null), never with an error that would hide it."""
+    daemon: ThreadDaemon = make_daemon()
+    with daemon.client() as c:
+        c.tasks_create("only", start=True)
+    agent = daemon.client(agent_name="draining")
+    got = first_claim(agent)
+    replies: list[p.FinishResult] = []
+    waiting = threading.Thread(
+        target=lambda: replies.append(
+            agent.complete(got.run.id, got.claim_token, next=p.NextClaimParams(wait_ms=30_000))
+        )
+    )
+    waiting.start()
+    time.sleep(0.3)  # the finish committed, the claim is polling
+    daemon.stop()
+    waiting.join(10)
+    agent.close()
+    assert replies and replies[0].next is None
+    assert replies[0].lease.status == "completed"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from agh import protocol as p
-from agh.errors import Busy
+from agh.errors import AghError, Busy
 from aghd import views
 from aghd.rpc import Context, method
 from aghd.store import claims, coordination, cycle, leases
@@ -157,9 +157,14 @@ async def _finish(
                 released=released,
             )
             return claimed
-        return await svc.store.write(
-            cycle.claim_after, ctx.caller, run_id, token_hash, next_claim, released=released
-        )
+        try:
+            return await svc.store.write(
+                cycle.claim_after, ctx.caller, run_id, token_hash, next_claim, released=released
+            )
+        except AghError:
+            # The finish is durable: say so. No next claim this time (the
+            # daemon is draining, say); the agent claims again.
+            return None
 
     claimed = await _within(ctx, attempt, want.wait_ms, drained_is_busy=False)
     assert finished is not None
