@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.helpers.cli import Agh, clean_environ, ok_json
+from tests.helpers.daemons import chained_claims
 
 if TYPE_CHECKING:
     from agh.client import Client
@@ -137,6 +138,58 @@ echo "done=$done"
     )
     assert [t.status for t in tasks] == ["completed"] * 3
     assert results in ([], [0, 1, 4])
+
+
+def test_a_bash_agent_with_next_makes_one_command_per_run(daemon: Any, client: Client) -> None:
+    """`agh agent complete|fail --next --env` finishes a run and claims the
+    next in one command (one round trip per cycle), as agh(1) shows."""
+    for n in range(4):
+        client.tasks_create(f"job {n}", input={"n": n}, start=True)
+    agh = f"{sys.executable} -m agh.cli --socket {daemon.socket}"
+    script = f"""
+set -u
+done=0
+claimed=$({agh} agent claim --name bash-next --env) || exit 3
+while eval "$claimed"; do
+  n=$(printf '%s' "$AGH_INPUT" | {sys.executable} -c "$N")
+  done=$((done + 1))
+  if [ "$n" != 2 ]; then
+    claimed=$({agh} agent complete --result "{{\\"n\\": $n}}" --next --env) || break
+  else
+    claimed=$({agh} agent fail --error "two" --no-retry --next --env) || break
+  fi
+done
+echo "done=$done"
+"""
+    env = clean_environ(N='import json, sys; print(json.load(sys.stdin)["n"])')
+    proc = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done=4", proc.stderr
+    assert proc.stderr.strip() == "agh: no work available"  # the last --next found none
+    statuses = sorted((t.title, t.status) for t in client.tasks_list().tasks)
+    assert [s for _, s in statuses] == ["completed", "completed", "failed", "completed"]
+    assert chained_claims(daemon.config.db_path) == 3  # runs 2-4 each came with a finish
+
+
+def test_next_options_without_next_are_refused_before_the_finish(agh: Agh, client: Client) -> None:
+    client.tasks_create("kept", start=True)
+    env_lines = agh("agent", "claim", "--env").stdout
+    env = {
+        k: v.strip("'")
+        for k, v in (line.removeprefix("export ").split("=", 1) for line in env_lines.splitlines())
+    }
+    for extra in (["--env"], ["--wait", "5"], ["--channel", "gpu"]):
+        refused = agh("agent", "complete", *extra, env=env)
+        assert refused.exit_code == 2 and "need --next" in refused.stderr
+    # Nothing was finished: the run is still held.
+    assert client.runs_get(env["AGH_RUN_ID"]).run.run.status == "claimed"
+    # The only run, released with --next: never handed straight back (exit 6).
+    released = agh("agent", "release", "--next", "--json", env=env)
+    assert released.exit_code == 6, released.stderr
+    reply = json.loads(released.stdout)
+    assert reply["lease"]["status"] == "queued" and reply["next"] is None
 
 
 # -- agh run ---------------------------------------------------------------------------

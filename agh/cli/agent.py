@@ -70,6 +70,82 @@ def held_run_options(fn: F) -> F:
     )(fn)
 
 
+def next_options(fn: F) -> F:
+    """--next and what it claims: one command per cycle for a shell agent
+    (PROTOCOL §6, one round trip per cycle)."""
+    for option in reversed(
+        [
+            click.option(
+                "--next",
+                "want_next",
+                is_flag=True,
+                help="Then claim the next run for this session in the same call, and print it "
+                "as `agh agent claim` does (exit 6 when there is none).",
+            ),
+            click.option("--channel", metavar="NAME", help="With --next: only this channel."),
+            click.option(
+                "--workspace", metavar="W", help="With --next: only runs of this workspace."
+            ),
+            click.option(
+                "--wait",
+                type=click.FloatRange(0, 60),
+                default=0.0,
+                show_default=True,
+                metavar="SECONDS",
+                help="With --next: wait up to this long for a next run (the finish is done first).",
+            ),
+            click.option(
+                "--lease",
+                type=click.FloatRange(1, 86_400),
+                metavar="SECONDS",
+                help="With --next: the next claim's lease. [default: the daemon's, 300]",
+            ),
+            click.option(
+                "--env",
+                "as_env",
+                is_flag=True,
+                help="With --next: print `export AGH_…=…` lines for eval.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def next_params(
+    want_next: bool,
+    channel: str | None,
+    workspace: str | None,
+    wait: float,
+    lease: float | None,
+    as_env: bool,
+) -> p.NextClaimParams | None:
+    """The ``next`` of a finish, or None without --next; checked before the
+    finish is sent, so a usage error never follows a finish already done."""
+    from agh import protocol as p
+
+    if not want_next:
+        if channel or workspace or wait or lease or as_env:
+            raise click.UsageError("--channel, --workspace, --wait, --lease and --env need --next")
+        return None
+    return p.NextClaimParams(
+        network_channel=channel,
+        workspace=workspace_ref(workspace),
+        lease_ms=seconds_to_ms(lease),
+        wait_ms=seconds_to_ms(wait) or 0,
+    )
+
+
+def emit_finish(result: p.FinishResult, as_json: bool, as_env: bool, chained: bool) -> None:
+    """A finish's output: its lease, or with --next the next claim."""
+    if not chained:
+        emit_lease(result, as_json)
+        return
+    from agh import protocol as p
+
+    emit_claim(result.next if isinstance(result.next, p.Claim) else None, as_json, as_env, result)
+
+
 @contextmanager
 def agent_connect(ctx: click.Context) -> Iterator[Client]:
     """Connect as the session of ``--session``/``$AGH_SESSION_ID`` if any."""
@@ -184,7 +260,12 @@ def claim(
         if client.session is not None and hello:
             fields["session_id"] = client.session.session_id
         result = client.claim_next(**fields)
-    got = result.claim
+    emit_claim(result.claim, as_json, as_env, result)
+
+
+def emit_claim(got: p.Claim | None, as_json: bool, as_env: bool, result: Any) -> None:
+    """A claim as `agh agent claim` prints it (``result`` for --json), or
+    "no work available" and exit 6."""
     if as_json:
         emit_json(result)
     if got is None:
@@ -441,6 +522,7 @@ def heartbeat(
 @token_option
 @session_option
 @click.option("--result", "result_", type=JSON, metavar="JSON", help="JSON result of the run.")
+@next_options
 @json_option
 @click.pass_context
 def complete(
@@ -449,17 +531,29 @@ def complete(
     token: str,
     session_id: str | None,
     result_: Any,
+    want_next: bool,
+    channel: str | None,
+    workspace: str | None,
+    wait: float,
+    lease: float | None,
+    as_env: bool,
     as_json: bool,
 ) -> None:
     """Mark a claimed run completed.
 
+    With --next the same call claims the next run for this session and
+    prints it as `agh agent claim` does: a shell agent's loop is then one
+    command per run.
+
     \b
     Example:
       agh agent complete --result '{"pr": 123}'
+      claimed=$(agh agent complete --next --wait 30 --env) && eval "$claimed"
     """
+    chained = next_params(want_next, channel, workspace, wait, lease, as_env)
     with agent_connect(ctx) as client:
-        result = client.complete(run_id, token, result=result_)
-    emit_lease(result, as_json)
+        result = client.complete(run_id, token, result=result_, next=chained)
+    emit_finish(result, as_json, as_env, chained is not None)
 
 
 @agent.command("fail")
@@ -472,6 +566,7 @@ def complete(
     is_flag=True,
     help="Fail the run and its task now, even if attempts remain.",
 )
+@next_options
 @json_option
 @click.pass_context
 def fail_(
@@ -481,6 +576,12 @@ def fail_(
     session_id: str | None,
     error: str,
     no_retry: bool,
+    want_next: bool,
+    channel: str | None,
+    workspace: str | None,
+    wait: float,
+    lease: float | None,
+    as_env: bool,
     as_json: bool,
 ) -> None:
     """Mark a claimed run failed (or retry it).
@@ -495,9 +596,10 @@ def fail_(
       agh agent fail --error "tests do not pass"
       agh agent fail run_01J… --token "$TOKEN" --error "bad spec" --no-retry
     """
+    chained = next_params(want_next, channel, workspace, wait, lease, as_env)
     with agent_connect(ctx) as client:
-        result = client.fail(run_id, token, error, retry=not no_retry)
-    emit_lease(result, as_json)
+        result = client.fail(run_id, token, error, retry=not no_retry, next=chained)
+    emit_finish(result, as_json, as_env, chained is not None)
 
 
 @agent.command("release")
@@ -505,6 +607,7 @@ def fail_(
 @token_option
 @session_option
 @click.option("--reason", metavar="TEXT", help="Why the run is given back.")
+@next_options
 @json_option
 @click.pass_context
 def release(
@@ -513,16 +616,24 @@ def release(
     token: str,
     session_id: str | None,
     reason: str | None,
+    want_next: bool,
+    channel: str | None,
+    workspace: str | None,
+    wait: float,
+    lease: float | None,
+    as_env: bool,
     as_json: bool,
 ) -> None:
     """Give a claimed run back to the queue.
 
-    The run is queued again on the same attempt, for any agent to claim.
+    The run is queued again on the same attempt, for any agent to claim;
+    with --next, the next claim is never this run.
 
     \b
     Example:
       agh agent release --reason "out of context"
     """
+    chained = next_params(want_next, channel, workspace, wait, lease, as_env)
     with agent_connect(ctx) as client:
-        result = client.release(run_id, token, reason=reason)
-    emit_lease(result, as_json)
+        result = client.release(run_id, token, reason=reason, next=chained)
+    emit_finish(result, as_json, as_env, chained is not None)
