@@ -70,6 +70,23 @@ def held_run_options(fn: F) -> F:
     )(fn)
 
 
+def wait_option(text: str) -> Callable[[F], F]:
+    """--wait SECONDS of a claim's long poll (the daemon's bound: 60 s)."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(0, 60),
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
+
+
+def lease_option(text: str) -> Callable[[F], F]:
+    """--lease SECONDS of a claim (the daemon's bounds)."""
+    return click.option("--lease", type=click.FloatRange(1, 86_400), metavar="SECONDS", help=text)
+
+
 def next_options(fn: F) -> F:
     """--next and what it claims: one command per cycle for a shell agent
     (PROTOCOL §6, one round trip per cycle)."""
@@ -86,20 +103,10 @@ def next_options(fn: F) -> F:
             click.option(
                 "--workspace", metavar="W", help="With --next: only runs of this workspace."
             ),
-            click.option(
-                "--wait",
-                type=click.FloatRange(0, 60),
-                default=0.0,
-                show_default=True,
-                metavar="SECONDS",
-                help="With --next: wait up to this long for a next run (the finish is done first).",
+            wait_option(
+                "With --next: wait up to this long for a next run (the finish is done first)."
             ),
-            click.option(
-                "--lease",
-                type=click.FloatRange(1, 86_400),
-                metavar="SECONDS",
-                help="With --next: the next claim's lease. [default: the daemon's, 300]",
-            ),
+            lease_option("With --next: the next claim's lease. [default: the daemon's, 300]"),
             click.option(
                 "--env",
                 "as_env",
@@ -184,20 +191,8 @@ def agent() -> None:
 @session_option
 @click.option("--channel", metavar="NAME", help="Only runs on this network channel.")
 @click.option("--workspace", metavar="W", help="Only runs of this workspace (path, id or key).")
-@click.option(
-    "--wait",
-    type=click.FloatRange(0, 60),
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait up to this long for work to appear (long poll).",
-)
-@click.option(
-    "--lease",
-    type=click.FloatRange(1, 86_400),
-    metavar="SECONDS",
-    help="Lease length; renew it with `agh agent heartbeat`. [default: the daemon's, 300]",
-)
+@wait_option("Wait up to this long for work to appear (long poll).")
+@lease_option("Lease length; renew it with `agh agent heartbeat`. [default: the daemon's, 300]")
 @click.option(
     "--idempotency-key",
     metavar="KEY",
