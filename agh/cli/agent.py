@@ -89,7 +89,8 @@ def lease_option(text: str) -> Callable[[F], F]:
 
 def next_options(fn: F) -> F:
     """--next and what it claims: one command per cycle for a shell agent
-    (PROTOCOL §6, one round trip per cycle)."""
+    (PROTOCOL §6, one round trip per cycle). The command takes them as
+    ``**chain`` and hands them to ``next_params``."""
     for option in reversed(
         [
             click.option(
@@ -120,6 +121,7 @@ def next_options(fn: F) -> F:
 
 
 def next_params(
+    *,
     want_next: bool,
     channel: str | None,
     workspace: str | None,
@@ -522,17 +524,13 @@ def heartbeat(
 @click.pass_context
 def complete(
     ctx: click.Context,
+    /,
     run_id: str,
     token: str,
     session_id: str | None,
     result_: Any,
-    want_next: bool,
-    channel: str | None,
-    workspace: str | None,
-    wait: float,
-    lease: float | None,
-    as_env: bool,
     as_json: bool,
+    **chain: Any,
 ) -> None:
     """Mark a claimed run completed.
 
@@ -545,10 +543,10 @@ def complete(
       agh agent complete --result '{"pr": 123}'
       claimed=$(agh agent complete --next --wait 30 --env) && eval "$claimed"
     """
-    chained = next_params(want_next, channel, workspace, wait, lease, as_env)
+    chained = next_params(**chain)
     with agent_connect(ctx) as client:
         result = client.complete(run_id, token, result=result_, next=chained)
-    emit_finish(result, as_json, as_env, chained is not None)
+    emit_finish(result, as_json, chain["as_env"], chained is not None)
 
 
 @agent.command("fail")
@@ -566,18 +564,14 @@ def complete(
 @click.pass_context
 def fail_(
     ctx: click.Context,
+    /,
     run_id: str,
     token: str,
     session_id: str | None,
     error: str,
     no_retry: bool,
-    want_next: bool,
-    channel: str | None,
-    workspace: str | None,
-    wait: float,
-    lease: float | None,
-    as_env: bool,
     as_json: bool,
+    **chain: Any,
 ) -> None:
     """Mark a claimed run failed (or retry it).
 
@@ -591,10 +585,10 @@ def fail_(
       agh agent fail --error "tests do not pass"
       agh agent fail run_01J… --token "$TOKEN" --error "bad spec" --no-retry
     """
-    chained = next_params(want_next, channel, workspace, wait, lease, as_env)
+    chained = next_params(**chain)
     with agent_connect(ctx) as client:
         result = client.fail(run_id, token, error, retry=not no_retry, next=chained)
-    emit_finish(result, as_json, as_env, chained is not None)
+    emit_finish(result, as_json, chain["as_env"], chained is not None)
 
 
 @agent.command("release")
@@ -607,17 +601,13 @@ def fail_(
 @click.pass_context
 def release(
     ctx: click.Context,
+    /,
     run_id: str,
     token: str,
     session_id: str | None,
     reason: str | None,
-    want_next: bool,
-    channel: str | None,
-    workspace: str | None,
-    wait: float,
-    lease: float | None,
-    as_env: bool,
     as_json: bool,
+    **chain: Any,
 ) -> None:
     """Give a claimed run back to the queue.
 
@@ -628,7 +618,7 @@ def release(
     Example:
       agh agent release --reason "out of context"
     """
-    chained = next_params(want_next, channel, workspace, wait, lease, as_env)
+    chained = next_params(**chain)
     with agent_connect(ctx) as client:
         result = client.release(run_id, token, reason=reason, next=chained)
-    emit_finish(result, as_json, as_env, chained is not None)
+    emit_finish(result, as_json, chain["as_env"], chained is not None)
