@@ -171,6 +171,17 @@ def attach_session(tx: Tx, caller: Caller, run_id: str, session_id: str) -> sqli
     return updated
 
 
+def _to_finish(tx: Tx, run_id: str, token_hash: str | None, outcome: str) -> sqlite3.Row:
+    """The run a finish with ``outcome`` acts on. An operator's (no token):
+    found by id or prefix, and it must be active. An agent's: fenced by its
+    token; a retry of the same finish returns the run as it is (a replay)."""
+    if token_hash is None:
+        run = find_run(tx, run_id)
+        _require_active(run, outcome)
+        return run
+    return fenced(tx, run_id, token_hash, replay_reason=outcome)
+
+
 def _require_active(run: sqlite3.Row, action: str) -> None:
     if run["status"] not in ACTIVE:
         raise Conflict(
@@ -187,14 +198,10 @@ def complete_run(
 
     ``token_hash`` None is the operator override (``runs.complete``).
     """
-    if token_hash is None:
-        run = find_run(tx, run_id)
-        run_id = run["id"]
-        _require_active(run, "completed")
-    else:
-        run = fenced(tx, run_id, token_hash, replay_reason="completed")
-        if run["status"] == "completed":
-            return run
+    run = _to_finish(tx, run_id, token_hash, "completed")
+    run_id = run["id"]
+    if token_hash is not None and run["status"] == "completed":
+        return run  # a replay
     now = tx.now
     updated = tx.one(
         "UPDATE runs SET status = 'completed', result = ?, ended_at = ?, lease_until = NULL"
@@ -229,14 +236,10 @@ def fail_run(
 ) -> sqlite3.Row:
     """Fail a run: re-queue after backoff while attempts remain and ``retry``,
     else the run and its task are ``failed``."""
-    if token_hash is None:
-        run = find_run(tx, run_id)
-        run_id = run["id"]
-        _require_active(run, "failed")
-    else:
-        run = fenced(tx, run_id, token_hash, replay_reason="failed")
-        if run["status"] not in ACTIVE:
-            return run
+    run = _to_finish(tx, run_id, token_hash, "failed")
+    run_id = run["id"]
+    if token_hash is not None and run["status"] not in ACTIVE:
+        return run  # a replay (the run may be queued again for its retry)
     end_claim(tx, run_id, "failed" if token_hash is not None else "failed_by_operator")
     if retry and run["attempt"] < run["max_attempts"]:
         due = tx.now + backoff.delay(run["attempt"])
