@@ -732,11 +732,12 @@ class AsyncClient:
                     await self._give_back(got, "the claim loop skipped it")
         finally:
             self._ahead.remove(ahead)
-            while ahead:
-                await self._give_back(ahead.pop(), "the claim loop ended")
+            await self._release_ahead([ahead])
 
-    async def _release_ahead(self) -> None:
-        for ahead in self._ahead:
+    async def _release_ahead(self, loops: list[list[p.Claim]] | None = None) -> None:
+        """Give back what ``claims()`` loops (by default: all still open)
+        claimed ahead and never worked on."""
+        for ahead in self._ahead if loops is None else loops:
             while ahead:
                 await self._give_back(ahead.pop(), "the claim loop ended")
 

@@ -14,6 +14,7 @@ import pytest
 
 from agh import protocol as p
 from agh.errors import Forbidden, LeaseLost
+from tests.helpers.daemons import chained_claims
 from tests.helpers.wire import RawConn
 
 if TYPE_CHECKING:
@@ -285,10 +286,9 @@ def test_sixteen_agents_one_call_per_cycle(daemon: ThreadDaemon) -> None:
     try:
         statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status"))
         open_claims = db.execute("SELECT count(*) FROM claims WHERE ended_at IS NULL").fetchone()
-        linked = db.execute("SELECT count(*) FROM claims WHERE next_claim_id IS NOT NULL")
-        chained = linked.fetchone()[0]
     finally:
         db.close()
+    chained = chained_claims(daemon.config.db_path)
     assert statuses == {"completed": total}
     assert open_claims == (0,)
     # One claim_next per agent to start; every other claim came with a finish.
