@@ -34,14 +34,16 @@ async def claim_next(ctx: Context, params: p.ClaimNextParams) -> p.ClaimNextResu
     svc = ctx.services
     token, token_hash = new_token()
     caller, session_id = svc.sessions.claimant(ctx.conn, params.session_id)
+    filters = _filters(params)
+    lease_ms = params.lease_ms or svc.config.default_lease_ms
 
     async def attempt() -> Claimed | None:
         return await svc.store.write(
             claims.claim_next_run,
             caller,
             session_id=session_id,
-            filters=_filters(params),
-            lease_ms=params.lease_ms or svc.config.default_lease_ms,
+            filters=filters,
+            lease_ms=lease_ms,
             token_hash=token_hash,
             idempotency_key=params.idempotency_key,
             max_claims_per_session=svc.config.max_claims_per_session,
