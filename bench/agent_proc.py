@@ -42,6 +42,8 @@ class Conn:
 
 def main() -> None:
     path, name, mode, start_at, seconds = sys.argv[1:6]
+    # An optional channel: claim only the runs queued on it.
+    wanted = {"network_channel": sys.argv[6]} if len(sys.argv) > 6 else {}
     conn = Conn(path)
     conn.call("session.hello", {"agent_name": name})
     begin = float(start_at)
@@ -57,13 +59,13 @@ def main() -> None:
         if t0 >= stop_at:
             break
         if held is None:
-            held = conn.call("agent.claim_next", {})["claim"]
+            held = conn.call("agent.claim_next", wanted)["claim"]
             claims.append((time.perf_counter() - t0) * 1000)
             if held is None:
                 break  # the queue ran dry: the harness queued too little
         finish: dict[str, Any] = {"run_id": held["run"]["id"], "claim_token": held["claim_token"]}
         if mode == "one":
-            finish["next"] = {}
+            finish["next"] = wanted
         done = conn.call("agent.complete", finish)
         held = done.get("next")
         latencies.append((time.perf_counter() - t0) * 1000)

@@ -87,12 +87,16 @@ class Conn:
         self.writer.close()
 
 
-async def fill(path: str, count: int) -> None:
+async def fill(path: str, count: int, channel: str | None = None) -> None:
     conn = await Conn.open(path)
+    extra = {} if channel is None else {"network_channel": channel}
     for start in range(0, count, 200):
         n = min(200, count - start)
         await conn.batch(
-            [("tasks.create", {"title": f"bench {start + i}", "start": True}) for i in range(n)]
+            [
+                ("tasks.create", {"title": f"bench {start + i}", "start": True, **extra})
+                for i in range(n)
+            ]
         )
     conn.close()
 
@@ -168,15 +172,18 @@ def raw_rates(cycles: int, synchronous: str) -> tuple[float, float]:
 # -- agents as processes ----------------------------------------------------------
 
 
-def run_processes(path: str, agents: int, seconds: float, mode: str) -> tuple[float, list[float]]:
-    """``agents`` processes of bench/agent_proc.py for ``seconds``: cycles/s
-    and every cycle's latency (ms)."""
+def run_processes(
+    path: str, agents: int, seconds: float, mode: str, channel: str | None = None
+) -> tuple[float, list[float]]:
+    """``agents`` processes of bench/agent_proc.py for ``seconds`` (claiming
+    from ``channel`` only, when given): cycles/s and every cycle's latency (ms)."""
     script = os.path.join(ROOT, "bench", "agent_proc.py")
     # Time to start the interpreters and say hello before the clock starts.
     start_at = time.time() + 1.0 + agents * 0.04
     procs = [
         subprocess.Popen(
-            [sys.executable, script, path, f"bench-{i}", mode, str(start_at), str(seconds)],
+            [sys.executable, script, path, f"bench-{i}", mode, str(start_at), str(seconds)]
+            + ([] if channel is None else [channel]),
             stdout=subprocess.PIPE,
         )
         for i in range(agents)

@@ -224,6 +224,11 @@ def build(path: str, n_tasks: int, n_events: int, seed: int = 7) -> None:
             )
         )
         activity.append((task_id, runs[-1][0] if run_status else None, created, last))
+    # Rows go in in creation order, as a daemon writes them: rowids then follow
+    # the ids and the queue order, so the claim path has the locality it has
+    # in a real file (random order made every claim touch a random page).
+    tasks.sort(key=lambda t: t[0])
+    runs.sort(key=lambda r: r[0])
     conn.executemany(
         "INSERT INTO tasks (id, identifier, title, scope, workspace_id, owner_kind, owner_ref,"
         " created_by_kind, created_by_ref, origin_kind, priority, network_channel, max_attempts,"

@@ -379,7 +379,94 @@ _M7 = """
 ALTER TABLE claims ADD COLUMN next_claim_id INTEGER;
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6, _M7]
+
+# Migration 8: tasks_facets keyed by (status, workspace_id, id) first. Led by
+# every facet, a completion inserted its entry at a random place of the
+# completed range: on a hub of 1M tasks a third of the pages each commit
+# wrote were that index's. With the id third, a task changing status lands
+# at the recent end of its status and workspace, where the last commits
+# already wrote; the facets after it are still in every entry, so a
+# filter's counts are still read from the index alone.
+#
+# And the unfiltered dashboard's counts of what only grows: tasks in every
+# status but ready and in progress (those are counted from their small
+# ranges of tasks_status), ended runs by status, and forced stops (the sum
+# of the tasks' runs_forced). Counting those ranges read every index entry
+# (130 ms at 1M tasks). Triggers keep them, so no write path can forget one;
+# a claim (ready -> in_progress, queued -> claimed) fires none, a completion
+# one per table. Plain comparisons in every WHEN: an IN list builds an
+# ephemeral table per evaluation (see runs_claim).
+_M8 = """
+CREATE TABLE status_counts (
+    tally  TEXT NOT NULL,     -- 'task', 'run' or 'forced' (status '')
+    status TEXT NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (tally, status)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks
+    WHEN new.status != 'ready' AND new.status != 'in_progress'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('task', new.status, 1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks
+    WHEN old.status != 'ready' AND old.status != 'in_progress'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('task', old.status, -1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER tasks_count_leave AFTER UPDATE OF status ON tasks
+    WHEN old.status != new.status AND old.status != 'ready' AND old.status != 'in_progress'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('task', old.status, -1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER tasks_count_enter AFTER UPDATE OF status ON tasks
+    WHEN old.status != new.status AND new.status != 'ready' AND new.status != 'in_progress'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('task', new.status, 1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER runs_count_insert AFTER INSERT ON runs
+    WHEN new.status != 'queued'
+        AND new.status != 'claimed' AND new.status != 'starting' AND new.status != 'running'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('run', new.status, 1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER runs_count_delete AFTER DELETE ON runs
+    WHEN old.status != 'queued'
+        AND old.status != 'claimed' AND old.status != 'starting' AND old.status != 'running'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('run', old.status, -1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER runs_count_leave AFTER UPDATE OF status ON runs
+    WHEN old.status != new.status AND old.status != 'queued'
+        AND old.status != 'claimed' AND old.status != 'starting' AND old.status != 'running'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('run', old.status, -1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER runs_count_enter AFTER UPDATE OF status ON runs
+    WHEN old.status != new.status AND new.status != 'queued'
+        AND new.status != 'claimed' AND new.status != 'starting' AND new.status != 'running'
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('run', new.status, 1)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER tasks_count_forced AFTER UPDATE OF runs_forced ON tasks
+    WHEN old.runs_forced != new.runs_forced
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES
+        ('forced', '', new.runs_forced - old.runs_forced)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER tasks_count_forced_delete AFTER DELETE ON tasks
+    WHEN old.runs_forced != 0
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('forced', '', -old.runs_forced)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+CREATE TRIGGER tasks_count_forced_insert AFTER INSERT ON tasks
+    WHEN new.runs_forced != 0
+    BEGIN INSERT INTO status_counts (tally, status, n) VALUES ('forced', '', new.runs_forced)
+        ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n; END;
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'task', status, count(*) FROM tasks INDEXED BY tasks_status
+    WHERE status != 'ready' AND status != 'in_progress' GROUP BY status;
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'run', status, count(*) FROM runs
+    WHERE status = 'completed' OR status = 'failed' OR status = 'canceled' GROUP BY status;
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'forced', '', coalesce(sum(runs_forced), 0) FROM tasks;
+DROP INDEX tasks_facets;
+CREATE INDEX tasks_facets ON tasks (status, workspace_id, id, network_channel, owner_kind,
+    owner_ref, origin_kind, scope, approval_state, runs_completed, runs_failed, runs_canceled,
+    runs_forced) WHERE status != 'in_progress';
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6, _M7, _M8]
 LATEST = len(MIGRATIONS)
 
 
