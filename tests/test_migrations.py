@@ -273,6 +273,16 @@ def test_migration_5_backfills_the_run_tallies(short_dir: str) -> None:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert "tasks_facets" in names
         assert not {"tasks_workspace_status", "runs_closed_task"} & names
+        # Migration 8 counts what it found, and drops what those counts replace.
+        counts = {(t, s): n for t, s, n in conn.execute("SELECT * FROM status_counts") if n}
+        assert counts == {
+            ("task", "failed"): 2,
+            ("run", "completed"): 1,
+            ("run", "canceled"): 1,
+            ("run", "failed"): 3,
+            ("forced", ""): 2,
+        }
+        assert not {"runs_unsuccessful", "claims_forced"} & names
     finally:
         conn.close()
 

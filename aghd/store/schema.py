@@ -394,7 +394,8 @@ ALTER TABLE claims ADD COLUMN next_claim_id INTEGER;
 # of the tasks' runs_forced). Counting those ranges read every index entry
 # (130 ms at 1M tasks). Triggers keep them, so no write path can forget one;
 # a claim (ready -> in_progress, queued -> claimed) fires none, a completion
-# one per table. Plain comparisons in every WHEN: an IN list builds an
+# one per table, and the two indexes those counts were read from go. Plain
+# comparisons in every WHEN: an IN list builds an
 # ephemeral table per evaluation (see runs_claim).
 _M8 = """
 CREATE TABLE status_counts (
@@ -460,6 +461,9 @@ INSERT INTO status_counts (tally, status, n)
     WHERE status = 'completed' OR status = 'failed' OR status = 'canceled' GROUP BY status;
 INSERT INTO status_counts (tally, status, n)
     SELECT 'forced', '', coalesce(sum(runs_forced), 0) FROM tasks;
+-- What the dashboard counted before these counts: nothing reads them now.
+DROP INDEX runs_unsuccessful;
+DROP INDEX claims_forced;
 DROP INDEX tasks_facets;
 CREATE INDEX tasks_facets ON tasks (status, workspace_id, id, network_channel, owner_kind,
     owner_ref, origin_kind, scope, approval_state, runs_completed, runs_failed, runs_canceled,
