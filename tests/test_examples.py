@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.helpers.cli import clean_environ
-from tests.helpers.daemons import ThreadDaemon, wait_run_status
+from tests.helpers.daemons import ThreadDaemon, chained_claims, wait_run_status
 from tests.helpers.wire import RawConn
 
 if TYPE_CHECKING:
@@ -225,6 +225,8 @@ def test_bash_agent_completes_runs_and_fails_the_one_whose_command_fails(
     # One agent session across its claims, under its name.
     assert len({r.session_id for r in runs}) == 1
     assert _agent_name(client, runs[0].session_id) == "basher"
+    # One command per run: the finishes of the first two claimed the next.
+    assert chained_claims(daemon.config.db_path) == 2
 
     # Stopped while it waits for work (as systemd stops a unit: the whole
     # group), it exits 0 and leaves nothing behind.

@@ -3,7 +3,9 @@
 # COMMAND for each, with the run's input (JSON) in $AGH_INPUT. Exit status 0
 # completes the run with {"exit_status": 0}; anything else fails it. The
 # command's output goes to the run's log (`agh logs RUN`). SIGTERM or Ctrl-C
-# gives the run back to the queue and exits 0.
+# gives the run back to the queue and exits 0. Each finish also claims the
+# next run (`--next`, one round trip per run), so the loop claims on its own
+# only when a finish found nothing.
 #
 #   bash_agent.sh [-n NAME] [-c CHANNEL] [-l LEASE_SECONDS] -- COMMAND [ARG...]
 #   bash_agent.sh -n greeter -- sh -c 'echo "hello, $AGH_INPUT"'
@@ -38,7 +40,9 @@ agh() { command "${agh_cmd[@]}" "$@"; }
 # Three beats per lease, so two can be missed before it runs out.
 beat=$((lease / 3 > 0 ? lease / 3 : 1))
 claim_args=(agent claim --name "$name" --wait 30 --lease "$lease" --env)
-[ -n "$channel" ] && claim_args+=(--channel "$channel")
+# What a finish claims next: the same as a claim, for the same session.
+next_args=(--next --wait 30 --lease "$lease" --env)
+[ -n "$channel" ] && claim_args+=(--channel "$channel") && next_args+=(--channel "$channel")
 
 out=$(mktemp) || exit 1
 trap 'rm -f "$out"' EXIT
@@ -78,18 +82,29 @@ work() {
 	[ -n "$stopping" ] && { release; exit 0; }
 	# Logged after the command exits, so no line can arrive after the finish.
 	[ -s "$out" ] && agh agent log --stdin <"$out"
+	# The finish prints the next claim's `export` lines, as a claim does.
 	if [ "$status" -eq 0 ]; then
-		agh agent complete --result '{"exit_status": 0}' >/dev/null
+		claimed=$(agh agent complete --result '{"exit_status": 0}' "${next_args[@]}")
 	else
 		last=$(tail -n 1 "$out")
-		agh agent fail --error "exit status $status${last:+: $last}" >/dev/null
+		claimed=$(agh agent fail --error "exit status $status${last:+: $last}" "${next_args[@]}")
 	fi
+	finished=$?
+	case $finished in
+	0) ;;            # finished, and the next run is ours
+	6) claimed='' ;; # finished; nothing to claim within --wait
+	*)
+		claimed=''
+		return "$finished"
+		;;
+	esac
 }
 
 backoff=1
+claimed='' # the `export` lines of a run in hand, when the last finish claimed one
 while [ -z "$stopping" ]; do
 	# Not eval "$(…)" alone: that hides the claim's exit status.
-	claimed=$(agh "${claim_args[@]}") || {
+	[ -n "$claimed" ] || claimed=$(agh "${claim_args[@]}") || {
 		status=$?
 		case $status in
 		6) continue ;; # nothing within --wait: ask again
@@ -107,7 +122,10 @@ while [ -z "$stopping" ]; do
 	}
 	backoff=1
 	eval "$claimed"
+	claimed=''
 	[ -n "$stopping" ] && { release; break; }
 	work "$@" || echo "$0: could not finish run $AGH_RUN_ID" >&2
 done
+# Stopped while a finish was claiming the next run: give that one back too.
+[ -n "$claimed" ] && eval "$claimed" && release
 exit 0
