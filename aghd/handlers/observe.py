@@ -192,9 +192,10 @@ async def inbox(ctx: Context, params: p.InboxParams) -> p.InboxResult:
         query=params.query,
         unread_only=params.unread,
         limit=params.limit,
+        lane=params.lane,
     )
     lanes = await ctx.store.read(store.inbox, query)
-    shown = [params.lane] if params.lane else [lane for lane in store.LANES if lane != "archived"]
+    shown = query.shown()
     live = [lane for name, lane in lanes.items() if name != "archived"]
     return p.InboxResult(
         inbox=p.Inbox(

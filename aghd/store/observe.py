@@ -509,6 +509,12 @@ class InboxQuery:
     query: str | None = None
     unread_only: bool = False
     limit: int = 100
+    # The one lane whose items are wanted (None: every lane but archived).
+    lane: str | None = None
+
+    def shown(self) -> list[str]:
+        """The lanes whose items the answer carries (every lane is counted)."""
+        return [self.lane] if self.lane else [lane for lane in LANES if lane != "archived"]
 
 
 @dataclass(slots=True)
@@ -554,7 +560,24 @@ _TRIAGE_COLUMNS = (
 def inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
     """Every lane (see the module docstring) for ``q``'s actor: its count and
     unread count, and its newest ``q.limit`` items. Raises nothing: an
-    unknown workspace matches no task."""
+    unknown workspace matches no task.
+
+    Unfiltered, from what migration 9 keeps (``_kept_inbox``); a filter
+    (scope, workspace, query, unread only) reads the matching tasks."""
+    if (
+        q.scope is None
+        and q.workspace is None
+        and not q.query
+        and not q.unread_only
+        and q.actor_ref != ""  # '' and None share a triage row but not an owner
+    ):
+        return _kept_inbox(tx, q)
+    return _scanned_inbox(tx, q)
+
+
+def _scanned_inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
+    """The inbox from the matching tasks themselves, one sequential pass
+    (any filter; and what tests hold ``_kept_inbox`` to)."""
     terms = ["1"]
     args: dict[str, Any] = {
         "kind": q.actor_kind,
@@ -605,17 +628,117 @@ def inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
         for name, last, task_id, rowid, unread in cursor:
             items[name].append((last, task_id, rowid))
             lanes[name].unread += unread
+    shown = q.shown()
     for name, lane in lanes.items():
         lane.count = len(items[name])
-        for _last, _id, rowid in heapq.nlargest(q.limit, items[name]):
-            row = tx.one(
-                f"SELECT t.*, ? AS lane, {_TRIAGE_COLUMNS} FROM tasks t LEFT JOIN task_triage tr"
-                " ON tr.actor_kind = ? AND tr.actor_ref = ? AND tr.task_id = t.id"
-                " WHERE t.rowid = ?",
-                (name, q.actor_kind, q.actor_ref or "", rowid),
+        if name in shown:
+            newest = heapq.nlargest(q.limit, items[name])
+            _add_entries(tx, q, name, lane, [rowid for _last, _id, rowid in newest])
+    return lanes
+
+
+def _add_entries(tx: Tx, q: InboxQuery, name: str, lane: Lane, rowids: list[int]) -> None:
+    """The items of ``lane`` (called ``name``): the tasks at ``rowids``, in
+    that order, with the actor's triage and their run."""
+    for rowid in rowids:
+        row = tx.one(
+            f"SELECT t.*, ? AS lane, {_TRIAGE_COLUMNS} FROM tasks t LEFT JOIN task_triage tr"
+            " ON tr.actor_kind = ? AND tr.actor_ref = ? AND tr.task_id = t.id"
+            " WHERE t.rowid = ?",
+            (name, q.actor_kind, q.actor_ref or "", rowid),
+        )
+        assert row is not None
+        lane.entries.append(InboxEntry(row, _open_or_latest_run(tx, row["id"])))
+
+
+# The owner-free lane of a task, exactly as migration 9's tasks_inbox is
+# keyed: _LANE, with "open" for a pending, ready or in-progress task that is
+# my_work for its owner. The indexes' predicates follow, restated so SQLite
+# may use them.
+_TASK_LANE = (
+    "CASE WHEN draft = 1 THEN NULL WHEN approval_state = 'pending' THEN 'approvals'"
+    " WHEN status = 'failed' THEN 'failed_runs' WHEN status = 'blocked' THEN 'blocked'"
+    " WHEN status != 'pending' AND status != 'ready' AND status != 'in_progress'"
+    " THEN NULL WHEN awaiting_input = 1 THEN 'blocked' ELSE 'open' END"
+)
+# Shown to the actor of ``tr`` (the scan's ``hidden``, negated the same way).
+_SHOWN = (
+    "coalesce(tr.archived, 0) = 0 AND NOT (coalesce(tr.dismissed, 0) = 1"
+    " AND tasks.last_activity_at <= tr.last_seen_activity_at)"
+)
+_TRIAGE_OF = (
+    " LEFT JOIN task_triage tr ON tr.actor_kind = ? AND tr.actor_ref = ? AND tr.task_id = tasks.id"
+)
+_NEWEST = " ORDER BY tasks.last_activity_at DESC, tasks.id DESC LIMIT ?"
+_IN_SHARED_LANE = (
+    "(status = 'failed' OR status = 'blocked' OR approval_state = 'pending' OR awaiting_input = 1)"
+)
+_SHARED_NEWEST = (
+    f"SELECT tasks.rowid FROM tasks INDEXED BY tasks_inbox{_TRIAGE_OF}"
+    f" WHERE {_IN_SHARED_LANE} AND {_TASK_LANE} = ? AND {_SHOWN}{_NEWEST}"
+)
+# An open task is my_work for its owner unless the rule puts it elsewhere
+# first (read from tasks_inbox_open's entries, not from the rows).
+_MY_WORK = (
+    "(status = 'pending' OR status = 'ready' OR status = 'in_progress')"
+    " AND draft != 1 AND approval_state != 'pending' AND awaiting_input != 1"
+    " AND owner_kind = ? AND "
+)
+_MY_WORK_OWNED = (_MY_WORK + "owner_ref = ?", _MY_WORK + "owner_ref IS NULL")
+
+
+def _kept_inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
+    """The unfiltered inbox from migration 9's indexes and kept counts: a
+    lane's count is its size less what the actor's triage hides there, its
+    unread count that less what the actor has read; the items are a walk of
+    the lane, newest first, that stops at the limit."""
+    kind, ref = q.actor_kind, q.actor_ref or ""
+    owned, owner_args = (
+        (_MY_WORK_OWNED[0], (kind, q.actor_ref))
+        if q.actor_ref is not None
+        else (_MY_WORK_OWNED[1], (kind,))
+    )
+    sizes: dict[str, int] = dict(
+        tx.all(
+            f"SELECT {_TASK_LANE}, count(*) FROM tasks INDEXED BY tasks_inbox"
+            f" WHERE {_IN_SHARED_LANE} GROUP BY {_TASK_LANE}"
+        )
+    )
+    sizes["my_work"] = tx.scalar(
+        f"SELECT count(*) FROM tasks INDEXED BY tasks_inbox_open WHERE {owned}", owner_args
+    )
+    kept = {
+        lane: (out, seen)
+        for lane, out, seen in tx.all(
+            "SELECT lane, out_n, seen_n FROM inbox_triaged WHERE actor_kind = ? AND actor_ref = ?",
+            (kind, ref),
+        )
+    }
+    lanes = {lane: Lane() for lane in LANES}
+    shown = q.shown()
+    for name, lane in lanes.items():
+        out, seen = kept.get(name, (0, 0))
+        # Archived items are exactly the ones the actor archived ("out").
+        lane.count = out if name == "archived" else sizes.get(name, 0) - out
+        lane.unread = lane.count - seen
+        if name not in shown:
+            continue
+        if name == "archived":
+            rows = tx.all(
+                "SELECT t.rowid FROM task_triage tr CROSS JOIN tasks t ON t.id = tr.task_id"
+                " WHERE tr.actor_kind = ? AND tr.actor_ref = ? AND tr.archived = 1"
+                " ORDER BY t.last_activity_at DESC, t.id DESC LIMIT ?",
+                (kind, ref, q.limit),
             )
-            assert row is not None
-            lane.entries.append(InboxEntry(row, _open_or_latest_run(tx, row["id"])))
+        elif name == "my_work":
+            rows = tx.all(
+                f"SELECT tasks.rowid FROM tasks INDEXED BY tasks_inbox_open{_TRIAGE_OF}"
+                f" WHERE {owned} AND {_SHOWN}{_NEWEST}",
+                (kind, ref, *owner_args, q.limit),
+            )
+        else:
+            rows = tx.all(_SHARED_NEWEST, (kind, ref, name, q.limit))
+        _add_entries(tx, q, name, lane, [r[0] for r in rows])
     return lanes
 
 

@@ -470,7 +470,279 @@ CREATE INDEX tasks_facets ON tasks (status, workspace_id, id, network_channel, o
     runs_forced) WHERE status != 'in_progress';
 """
 
-MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6, _M7, _M8]
+# Migration 9: the inbox without reading its lanes (observe.inbox at 1M tasks
+# read every task: about a second). Two things make an actor's lane counts
+# sums of a few numbers:
+#
+# - tasks_inbox indexes the tasks of the shared lanes under their lane
+#   (observe.inbox's lane rule), and tasks_inbox_open the open tasks under
+#   their owner, newest activity first: a lane's size is a range count and
+#   its newest items a walk that stops at the limit;
+# - inbox_triaged keeps, per actor and lane, how many of the lane's tasks the
+#   actor's triage hides (archived, or dismissed with nothing new) and how
+#   many it shows as read. Triggers on task_triage and on the task columns
+#   the lane and the unread state read keep it; the task trigger first probes
+#   task_triage_task, so a task nobody triaged (the claim path) pays one
+#   index probe. A deleted task's triage goes with it (BEFORE DELETE: the
+#   cascade's own trigger no longer finds the task).
+#
+# A lane's count is its size minus the hidden, its unread count the count
+# minus the read. The rule is observe.inbox's _LANE, written out in full
+# (a migration is frozen text); tests/test_inbox_counts.py holds both to
+# the scan's answer.
+_M9 = """
+CREATE TABLE inbox_triaged (
+    actor_kind TEXT NOT NULL,
+    actor_ref  TEXT NOT NULL,
+    lane       TEXT NOT NULL,
+    out_n      INTEGER NOT NULL,  -- triaged tasks of the lane it does not show
+    seen_n     INTEGER NOT NULL,  -- shown and read up to their activity
+    PRIMARY KEY (actor_kind, actor_ref, lane)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX task_triage_task ON task_triage (task_id);
+CREATE TRIGGER triage_inbox_insert AFTER INSERT ON task_triage BEGIN
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, 1 * out_n, 1 * seen_n FROM (
+        SELECT new.actor_kind AS kind, new.actor_ref AS ref,
+            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
+                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
+                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
+                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
+                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = new.actor_kind AND
+                t.owner_ref IS nullif(new.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
+                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
+                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
+                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
+                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
+                new.last_seen_activity_at), 0) AS out_n,
+            coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
+                new.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
+                coalesce(new.last_seen_activity_at, -1)) AS seen_n
+        FROM tasks t WHERE t.id = new.task_id
+        UNION ALL
+        SELECT new.actor_kind, new.actor_ref, 'archived', 1, NOT (t.last_activity_at >
+            coalesce(new.last_seen_activity_at, -1))
+        FROM tasks t WHERE t.id = new.task_id AND new.archived = 1
+    ) WHERE lane IS NOT NULL
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+END;
+CREATE TRIGGER triage_inbox_update AFTER UPDATE ON task_triage BEGIN
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
+        SELECT old.actor_kind AS kind, old.actor_ref AS ref,
+            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
+                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
+                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
+                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
+                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = old.actor_kind AND
+                t.owner_ref IS nullif(old.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
+                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
+                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
+                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
+                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
+                old.last_seen_activity_at), 0) AS out_n,
+            coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
+                old.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
+                coalesce(old.last_seen_activity_at, -1)) AS seen_n
+        FROM tasks t WHERE t.id = old.task_id
+        UNION ALL
+        SELECT old.actor_kind, old.actor_ref, 'archived', 1, NOT (t.last_activity_at >
+            coalesce(old.last_seen_activity_at, -1))
+        FROM tasks t WHERE t.id = old.task_id AND old.archived = 1
+    ) WHERE lane IS NOT NULL
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, 1 * out_n, 1 * seen_n FROM (
+        SELECT new.actor_kind AS kind, new.actor_ref AS ref,
+            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
+                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
+                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
+                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
+                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = new.actor_kind AND
+                t.owner_ref IS nullif(new.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
+                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
+                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
+                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
+                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
+                new.last_seen_activity_at), 0) AS out_n,
+            coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
+                new.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
+                coalesce(new.last_seen_activity_at, -1)) AS seen_n
+        FROM tasks t WHERE t.id = new.task_id
+        UNION ALL
+        SELECT new.actor_kind, new.actor_ref, 'archived', 1, NOT (t.last_activity_at >
+            coalesce(new.last_seen_activity_at, -1))
+        FROM tasks t WHERE t.id = new.task_id AND new.archived = 1
+    ) WHERE lane IS NOT NULL
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+END;
+CREATE TRIGGER triage_inbox_delete AFTER DELETE ON task_triage BEGIN
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
+        SELECT old.actor_kind AS kind, old.actor_ref AS ref,
+            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
+                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
+                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
+                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
+                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = old.actor_kind AND
+                t.owner_ref IS nullif(old.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
+                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
+                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
+                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
+                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
+                old.last_seen_activity_at), 0) AS out_n,
+            coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
+                old.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
+                coalesce(old.last_seen_activity_at, -1)) AS seen_n
+        FROM tasks t WHERE t.id = old.task_id
+        UNION ALL
+        SELECT old.actor_kind, old.actor_ref, 'archived', 1, NOT (t.last_activity_at >
+            coalesce(old.last_seen_activity_at, -1))
+        FROM tasks t WHERE t.id = old.task_id AND old.archived = 1
+    ) WHERE lane IS NOT NULL
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+END;
+CREATE TRIGGER tasks_inbox_update AFTER UPDATE OF draft, approval_state, status, awaiting_input,
+    owner_kind, owner_ref, last_activity_at ON tasks
+    WHEN (old.draft IS NOT new.draft OR old.approval_state IS NOT new.approval_state OR
+        old.status IS NOT new.status OR old.awaiting_input IS NOT new.awaiting_input OR
+        old.owner_kind IS NOT new.owner_kind OR old.owner_ref IS NOT new.owner_ref OR
+        old.last_activity_at IS NOT new.last_activity_at)
+    AND EXISTS (SELECT 1 FROM task_triage tr WHERE tr.task_id = new.id) BEGIN
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
+        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
+            CASE CASE WHEN old.draft = 1 THEN NULL WHEN old.approval_state = 'pending' THEN
+                'approvals' WHEN old.status = 'failed' THEN 'failed_runs' WHEN old.status =
+                'blocked' THEN 'blocked' WHEN old.status != 'pending' AND old.status != 'ready'
+                AND old.status != 'in_progress' THEN NULL WHEN old.awaiting_input = 1 THEN
+                'blocked' ELSE 'open' END WHEN 'open' THEN CASE WHEN old.owner_kind =
+                tr.actor_kind AND old.owner_ref IS nullif(tr.actor_ref, '') THEN 'my_work' END
+                ELSE CASE WHEN old.draft = 1 THEN NULL WHEN old.approval_state = 'pending' THEN
+                'approvals' WHEN old.status = 'failed' THEN 'failed_runs' WHEN old.status =
+                'blocked' THEN 'blocked' WHEN old.status != 'pending' AND old.status != 'ready'
+                AND old.status != 'in_progress' THEN NULL WHEN old.awaiting_input = 1 THEN
+                'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND old.last_activity_at <=
+                tr.last_seen_activity_at), 0) AS out_n,
+            coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND old.last_activity_at <=
+                tr.last_seen_activity_at), 0) AND NOT (old.last_activity_at >
+                coalesce(tr.last_seen_activity_at, -1)) AS seen_n
+        FROM task_triage tr WHERE tr.task_id = new.id
+        UNION ALL
+        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (old.last_activity_at >
+            coalesce(tr.last_seen_activity_at, -1))
+        FROM task_triage tr WHERE tr.task_id = new.id AND tr.archived = 1
+    ) WHERE lane IS NOT NULL
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, 1 * out_n, 1 * seen_n FROM (
+        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
+            CASE CASE WHEN new.draft = 1 THEN NULL WHEN new.approval_state = 'pending' THEN
+                'approvals' WHEN new.status = 'failed' THEN 'failed_runs' WHEN new.status =
+                'blocked' THEN 'blocked' WHEN new.status != 'pending' AND new.status != 'ready'
+                AND new.status != 'in_progress' THEN NULL WHEN new.awaiting_input = 1 THEN
+                'blocked' ELSE 'open' END WHEN 'open' THEN CASE WHEN new.owner_kind =
+                tr.actor_kind AND new.owner_ref IS nullif(tr.actor_ref, '') THEN 'my_work' END
+                ELSE CASE WHEN new.draft = 1 THEN NULL WHEN new.approval_state = 'pending' THEN
+                'approvals' WHEN new.status = 'failed' THEN 'failed_runs' WHEN new.status =
+                'blocked' THEN 'blocked' WHEN new.status != 'pending' AND new.status != 'ready'
+                AND new.status != 'in_progress' THEN NULL WHEN new.awaiting_input = 1 THEN
+                'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND new.last_activity_at <=
+                tr.last_seen_activity_at), 0) AS out_n,
+            coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND new.last_activity_at <=
+                tr.last_seen_activity_at), 0) AND NOT (new.last_activity_at >
+                coalesce(tr.last_seen_activity_at, -1)) AS seen_n
+        FROM task_triage tr WHERE tr.task_id = new.id
+        UNION ALL
+        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (new.last_activity_at >
+            coalesce(tr.last_seen_activity_at, -1))
+        FROM task_triage tr WHERE tr.task_id = new.id AND tr.archived = 1
+    ) WHERE lane IS NOT NULL
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+END;
+CREATE TRIGGER tasks_inbox_delete BEFORE DELETE ON tasks
+    WHEN EXISTS (SELECT 1 FROM task_triage tr WHERE tr.task_id = old.id) BEGIN
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
+        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
+            CASE CASE WHEN old.draft = 1 THEN NULL WHEN old.approval_state = 'pending' THEN
+                'approvals' WHEN old.status = 'failed' THEN 'failed_runs' WHEN old.status =
+                'blocked' THEN 'blocked' WHEN old.status != 'pending' AND old.status != 'ready'
+                AND old.status != 'in_progress' THEN NULL WHEN old.awaiting_input = 1 THEN
+                'blocked' ELSE 'open' END WHEN 'open' THEN CASE WHEN old.owner_kind =
+                tr.actor_kind AND old.owner_ref IS nullif(tr.actor_ref, '') THEN 'my_work' END
+                ELSE CASE WHEN old.draft = 1 THEN NULL WHEN old.approval_state = 'pending' THEN
+                'approvals' WHEN old.status = 'failed' THEN 'failed_runs' WHEN old.status =
+                'blocked' THEN 'blocked' WHEN old.status != 'pending' AND old.status != 'ready'
+                AND old.status != 'in_progress' THEN NULL WHEN old.awaiting_input = 1 THEN
+                'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND old.last_activity_at <=
+                tr.last_seen_activity_at), 0) AS out_n,
+            coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND old.last_activity_at <=
+                tr.last_seen_activity_at), 0) AND NOT (old.last_activity_at >
+                coalesce(tr.last_seen_activity_at, -1)) AS seen_n
+        FROM task_triage tr WHERE tr.task_id = old.id
+        UNION ALL
+        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (old.last_activity_at >
+            coalesce(tr.last_seen_activity_at, -1))
+        FROM task_triage tr WHERE tr.task_id = old.id AND tr.archived = 1
+    ) WHERE lane IS NOT NULL
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+END;
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT kind, ref, lane, 1 * sum(out_n), 1 * sum(seen_n) FROM (
+        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
+            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
+                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
+                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
+                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
+                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = tr.actor_kind AND
+                t.owner_ref IS nullif(tr.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
+                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
+                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
+                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
+                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND t.last_activity_at <=
+                tr.last_seen_activity_at), 0) AS out_n,
+            coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND t.last_activity_at <=
+                tr.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
+                coalesce(tr.last_seen_activity_at, -1)) AS seen_n
+        FROM task_triage tr JOIN tasks t ON t.id = tr.task_id WHERE 1
+        UNION ALL
+        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (t.last_activity_at >
+            coalesce(tr.last_seen_activity_at, -1))
+        FROM task_triage tr JOIN tasks t ON t.id = tr.task_id WHERE 1 AND tr.archived = 1
+    ) WHERE lane IS NOT NULL GROUP BY kind, ref, lane
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+-- Plain comparisons in both predicates: a claim or a completion updates an
+-- open task, and evaluating the lane expression there (as an index key or
+-- a predicate) cost the store ~10% per cycle.
+CREATE INDEX tasks_inbox ON tasks (CASE WHEN draft = 1 THEN NULL WHEN approval_state = 'pending'
+    THEN 'approvals' WHEN status = 'failed' THEN 'failed_runs' WHEN status = 'blocked' THEN
+    'blocked' WHEN status != 'pending' AND status != 'ready' AND status != 'in_progress' THEN NULL
+    WHEN awaiting_input = 1 THEN 'blocked' ELSE 'open' END, last_activity_at, id)
+    WHERE status = 'failed' OR status = 'blocked' OR approval_state = 'pending'
+    OR awaiting_input = 1;
+CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, last_activity_at, id, draft,
+    approval_state, awaiting_input)
+    WHERE status = 'pending' OR status = 'ready' OR status = 'in_progress';
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6, _M7, _M8, _M9]
 LATEST = len(MIGRATIONS)
 
 
