@@ -179,3 +179,26 @@ def test_a_nobody_triaged_task_costs_the_claim_path_no_trigger_work(store: Store
     after = list(store.conn.execute("SELECT * FROM inbox_triaged ORDER BY 1, 2, 3"))
     assert [tuple(r) for r in before] == [tuple(r) for r in after]
     assert_agree(store, "after the cycle")
+
+
+def test_the_kept_inbox_reads_no_table_and_sorts_no_lane(store: StoreFile) -> None:
+    """Every statement of the unfiltered inbox goes through an index; the
+    lanes' walks need no sort (only the archived items, the actor's own
+    few, are sorted)."""
+    ref = create(store, "t")
+    store(observe.set_triage, "human", "alice", ref, "archive")
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    try:
+        inbox_of(store, "human", "alice", 10, kept=True)
+        inbox_of(store, "human", "alice", 10, kept=True, lane="archived")
+    finally:
+        store.conn.set_trace_callback(None)
+    selects = [s for s in statements if s.startswith("SELECT")]
+    assert len(selects) >= 7
+    for sql in selects:
+        plan = [r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        assert "SCAN tasks" not in plan, (sql, plan)
+        if "tasks_inbox" in sql:
+            assert not any("TEMP B-TREE" in step for step in plan), (sql, plan)
+            assert any("tasks_inbox" in step for step in plan), (sql, plan)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aghd.store import leases, tasks, workflows
+from aghd.store import leases, observe, tasks, workflows
 from aghd.store.db import DAEMON
 from aghd.store.models import Backoff
 from tests.helpers.store import HUMAN, agent, claim, create, run_of, token
@@ -45,6 +45,13 @@ def recounted(store: StoreFile) -> dict[tuple[str, str], int]:
     )
     if forced:
         counts["forced", ""] = forced
+    # The inbox's shared lanes, by the inbox's own rule.
+    lane = observe._LANE.replace("t.", "")
+    nobody = {"kind": "", "owner_ref": None}  # no task is my_work for this actor
+    rows = store.conn.execute(f"SELECT {lane} AS l, count(*) FROM tasks GROUP BY l", nobody)
+    for name, n in rows:
+        if name in ("approvals", "failed_runs", "blocked"):
+            counts["lane", name] = n
     return counts
 
 

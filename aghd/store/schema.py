@@ -728,6 +728,60 @@ INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
     ) WHERE lane IS NOT NULL GROUP BY kind, ref, lane
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
     SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+-- The shared lanes' sizes (tally 'lane'): a task enters or leaves them only
+-- by a cold change (failing, blocking, an approval, a question), so the
+-- plain guards below keep a claim and a completion out of these triggers.
+CREATE TRIGGER tasks_lane_insert AFTER INSERT ON tasks WHEN (new.status = 'failed' OR new.status
+    = 'blocked' OR new.approval_state = 'pending' OR new.awaiting_input = 1) BEGIN
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'lane', lane, 1 FROM (SELECT CASE WHEN new.draft = 1 THEN NULL WHEN
+        new.approval_state = 'pending' THEN 'approvals' WHEN new.status = 'failed' THEN
+        'failed_runs' WHEN new.status = 'blocked' THEN 'blocked' WHEN new.status != 'pending'
+        AND new.status != 'ready' AND new.status != 'in_progress' THEN NULL WHEN
+        new.awaiting_input = 1 THEN 'blocked' ELSE 'open' END AS lane)
+    WHERE lane IS NOT NULL AND lane != 'open'
+    ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER tasks_lane_delete AFTER DELETE ON tasks WHEN (old.status = 'failed' OR old.status
+    = 'blocked' OR old.approval_state = 'pending' OR old.awaiting_input = 1) BEGIN
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'lane', lane, -1 FROM (SELECT CASE WHEN old.draft = 1 THEN NULL WHEN
+        old.approval_state = 'pending' THEN 'approvals' WHEN old.status = 'failed' THEN
+        'failed_runs' WHEN old.status = 'blocked' THEN 'blocked' WHEN old.status != 'pending'
+        AND old.status != 'ready' AND old.status != 'in_progress' THEN NULL WHEN
+        old.awaiting_input = 1 THEN 'blocked' ELSE 'open' END AS lane)
+    WHERE lane IS NOT NULL AND lane != 'open'
+    ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER tasks_lane_update AFTER UPDATE OF draft, approval_state, status, awaiting_input
+    ON tasks WHEN (old.status = 'failed' OR old.status = 'blocked' OR old.approval_state =
+        'pending' OR old.awaiting_input = 1) OR (new.status = 'failed' OR new.status = 'blocked'
+        OR new.approval_state = 'pending' OR new.awaiting_input = 1) BEGIN
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'lane', lane, -1 FROM (SELECT CASE WHEN old.draft = 1 THEN NULL WHEN
+        old.approval_state = 'pending' THEN 'approvals' WHEN old.status = 'failed' THEN
+        'failed_runs' WHEN old.status = 'blocked' THEN 'blocked' WHEN old.status != 'pending'
+        AND old.status != 'ready' AND old.status != 'in_progress' THEN NULL WHEN
+        old.awaiting_input = 1 THEN 'blocked' ELSE 'open' END AS lane)
+    WHERE lane IS NOT NULL AND lane != 'open'
+    ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n;
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'lane', lane, 1 FROM (SELECT CASE WHEN new.draft = 1 THEN NULL WHEN
+        new.approval_state = 'pending' THEN 'approvals' WHEN new.status = 'failed' THEN
+        'failed_runs' WHEN new.status = 'blocked' THEN 'blocked' WHEN new.status != 'pending'
+        AND new.status != 'ready' AND new.status != 'in_progress' THEN NULL WHEN
+        new.awaiting_input = 1 THEN 'blocked' ELSE 'open' END AS lane)
+    WHERE lane IS NOT NULL AND lane != 'open'
+    ON CONFLICT (tally, status) DO UPDATE SET n = n + excluded.n;
+END;
+INSERT INTO status_counts (tally, status, n)
+    SELECT 'lane', lane, count(*) FROM (SELECT CASE WHEN draft = 1 THEN NULL WHEN approval_state
+        = 'pending' THEN 'approvals' WHEN status = 'failed' THEN 'failed_runs' WHEN status =
+        'blocked' THEN 'blocked' WHEN status != 'pending' AND status != 'ready' AND status !=
+        'in_progress' THEN NULL WHEN awaiting_input = 1 THEN 'blocked' ELSE 'open' END AS lane
+        FROM tasks WHERE (status = 'failed' OR status = 'blocked' OR approval_state = 'pending'
+        OR awaiting_input = 1))
+    WHERE lane IS NOT NULL AND lane != 'open' GROUP BY lane;
 -- Plain comparisons in both predicates: a claim or a completion updates an
 -- open task, and evaluating the lane expression there (as an index key or
 -- a predicate) cost the store ~10% per cycle.
