@@ -65,11 +65,12 @@ def step(store: StoreFile, rnd: random.Random, n: int) -> str:
     try:
         if choice <= 2:
             shape = rnd.choice(["start", "draft", "pending", "gated", "waits"])
-            fields: dict[str, Any] = {
+            shapes: dict[str, dict[str, Any]] = {
                 "draft": {"draft": True},
                 "gated": {"approval_policy": "manual"},
                 "waits": {"depends_on": tuple(filter(None, [some_task(store, rnd)]))},
-            }.get(shape, {})
+            }
+            fields = shapes.get(shape, {})
             store(
                 tasks.create_and_start,
                 HUMAN,

@@ -706,13 +706,17 @@ _SHARED_NEWEST = (
     f" WHERE {_IN_SHARED_LANE} AND {_TASK_LANE} = ? AND {_SHOWN}{_NEWEST}"
 )
 # An open task is my_work for its owner unless the rule puts it elsewhere
-# first (read from tasks_inbox_open's entries, not from the rows).
+# first. Pending and ready ones are read from tasks_inbox_open's entries;
+# in-progress ones (left out of that index, so a claim only deletes an entry
+# and an agent's activity moves none) from their short range of tasks_status.
 _MY_WORK = (
-    "(status = 'pending' OR status = 'ready' OR status = 'in_progress')"
     " AND draft != 1 AND approval_state != 'pending' AND awaiting_input != 1"
     " AND owner_kind = ? AND "
 )
-_MY_WORK_OWNED = (_MY_WORK + "owner_ref = ?", _MY_WORK + "owner_ref IS NULL")
+_WAITING = "(status = 'pending' OR status = 'ready')" + _MY_WORK
+_WAITING_OWNED = (_WAITING + "owner_ref = ?", _WAITING + "owner_ref IS NULL")
+_RUNNING = "status = 'in_progress'" + _MY_WORK
+_RUNNING_OWNED = (_RUNNING + "owner_ref = ?", _RUNNING + "owner_ref IS NULL")
 
 
 def _kept_inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
@@ -721,16 +725,16 @@ def _kept_inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
     unread count that less what the actor has read; the items are a walk of
     the lane, newest first, that stops at the limit."""
     kind, ref = q.actor_kind, q.actor_ref or ""
-    owned, owner_args = (
-        (_MY_WORK_OWNED[0], (kind, q.actor_ref))
-        if q.actor_ref is not None
-        else (_MY_WORK_OWNED[1], (kind,))
-    )
+    which = 0 if q.actor_ref is not None else 1
+    waiting, running = _WAITING_OWNED[which], _RUNNING_OWNED[which]
+    owner_args = (kind, q.actor_ref) if q.actor_ref is not None else (kind,)
     # The shared lanes' sizes are kept (migration 9); my_work's is counted.
-    sizes: dict[str, int] = dict(tx.all("SELECT status, n FROM status_counts WHERE tally = 'lane'"))
+    sizes: dict[str, int] = {
+        lane: n for lane, n in tx.all("SELECT status, n FROM status_counts WHERE tally = 'lane'")
+    }
     sizes["my_work"] = tx.scalar(
-        f"SELECT count(*) FROM tasks INDEXED BY tasks_inbox_open WHERE {owned}", owner_args
-    )
+        f"SELECT count(*) FROM tasks INDEXED BY tasks_inbox_open WHERE {waiting}", owner_args
+    ) + tx.scalar(f"SELECT count(*) FROM tasks INDEXED BY tasks_status WHERE {running}", owner_args)
     kept = {
         lane: (out, seen)
         for lane, out, seen in tx.all(
@@ -748,21 +752,35 @@ def _kept_inbox(tx: Tx, q: InboxQuery) -> dict[str, Lane]:
         if name not in shown:
             continue
         if name == "archived":
-            rows = tx.all(
-                "SELECT t.rowid FROM task_triage tr CROSS JOIN tasks t ON t.id = tr.task_id"
-                " WHERE tr.actor_kind = ? AND tr.actor_ref = ? AND tr.archived = 1"
-                " ORDER BY t.last_activity_at DESC, t.id DESC LIMIT ?",
-                (kind, ref, q.limit),
-            )
+            rowids = [
+                r[0]
+                for r in tx.all(
+                    "SELECT t.rowid FROM task_triage tr CROSS JOIN tasks t ON t.id = tr.task_id"
+                    " WHERE tr.actor_kind = ? AND tr.actor_ref = ? AND tr.archived = 1"
+                    " ORDER BY t.last_activity_at DESC, t.id DESC LIMIT ?",
+                    (kind, ref, q.limit),
+                )
+            ]
         elif name == "my_work":
-            rows = tx.all(
-                f"SELECT tasks.rowid FROM tasks INDEXED BY tasks_inbox_open{_TRIAGE_OF}"
-                f" WHERE {owned} AND {_SHOWN}{_NEWEST}",
-                (kind, ref, *owner_args, q.limit),
-            )
+            # The newest waiting ones and every running one (a few), merged.
+            newest = [
+                *tx.all(
+                    "SELECT tasks.last_activity_at, tasks.id, tasks.rowid FROM tasks"
+                    f" INDEXED BY tasks_inbox_open{_TRIAGE_OF}"
+                    f" WHERE {waiting} AND {_SHOWN}{_NEWEST}",
+                    (kind, ref, *owner_args, q.limit),
+                ),
+                *tx.all(
+                    "SELECT tasks.last_activity_at, tasks.id, tasks.rowid FROM tasks"
+                    f" INDEXED BY tasks_status{_TRIAGE_OF} WHERE {running} AND {_SHOWN}",
+                    (kind, ref, *owner_args),
+                ),
+            ]
+            newest.sort(key=lambda r: (r[0], r[1]), reverse=True)
+            rowids = [r[2] for r in newest[: q.limit]]
         else:
-            rows = tx.all(_SHARED_NEWEST, (kind, ref, name, q.limit))
-        _add_entries(tx, q, name, lane, [r[0] for r in rows])
+            rowids = [r[0] for r in tx.all(_SHARED_NEWEST, (kind, ref, name, q.limit))]
+        _add_entries(tx, q, name, lane, rowids)
     return lanes
 
 
