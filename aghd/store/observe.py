@@ -706,13 +706,14 @@ _SHARED_NEWEST = (
     f" WHERE {_IN_SHARED_LANE} AND {_TASK_LANE} = ? AND {_SHOWN}{_NEWEST}"
 )
 # An open task is my_work for its owner unless the rule puts it elsewhere
-# first. Pending and ready ones are read from tasks_inbox_open's entries;
+# first. Pending and ready ones are tasks_inbox_open's entries;
 # in-progress ones (left out of that index, so a claim only deletes an entry
 # and an agent's activity moves none) from their short range of tasks_status.
 _MY_WORK = (
     " AND draft != 1 AND approval_state != 'pending' AND awaiting_input != 1"
     " AND owner_kind = ? AND "
 )
+# tasks_inbox_open's own predicate, so its count is a plain range count.
 _WAITING = "(status = 'pending' OR status = 'ready')" + _MY_WORK
 _WAITING_OWNED = (_WAITING + "owner_ref = ?", _WAITING + "owner_ref IS NULL")
 _RUNNING = "status = 'in_progress'" + _MY_WORK

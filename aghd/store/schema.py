@@ -476,9 +476,9 @@ CREATE INDEX tasks_facets ON tasks (status, workspace_id, id, network_channel, o
 #
 # - tasks_inbox indexes the tasks of the shared lanes under their lane
 #   (observe.inbox's lane rule), and tasks_inbox_open the pending and ready
-#   tasks under their owner, newest activity first: a lane's size is a range
-#   count and its newest items a walk that stops at the limit (in-progress
-#   tasks, a few, come from tasks_status);
+#   tasks that are my_work for their owner, under it, newest activity
+#   first: a lane's size is a range count and its newest items a walk that
+#   stops at the limit (in-progress tasks, a few, come from tasks_status);
 # - inbox_triaged keeps, per actor and lane, how many of the lane's tasks the
 #   actor's triage hides (archived, or dismissed with nothing new) and how
 #   many it shows as read. Triggers on task_triage and on the task columns
@@ -794,9 +794,9 @@ CREATE INDEX tasks_inbox ON tasks (CASE WHEN draft = 1 THEN NULL WHEN approval_s
     OR awaiting_input = 1;
 -- In-progress tasks are left out: a claim only deletes an entry, and an
 -- agent's activity (each event touches its task) moves none.
-CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, last_activity_at, id, draft,
-    approval_state, awaiting_input)
-    WHERE status = 'pending' OR status = 'ready';
+CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, last_activity_at, id)
+    WHERE (status = 'pending' OR status = 'ready') AND draft != 1
+    AND approval_state != 'pending' AND awaiting_input != 1;
 """
 
 MIGRATIONS: list[str] = [_M1, _M2, _M3, _M4, _M5, _M6, _M7, _M8, _M9]
