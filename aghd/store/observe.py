@@ -25,7 +25,8 @@ runs, as are the runs' latencies (one task lookup per run).
 
 The inbox (under 50 ms with 1M tasks and 43k triage rows of one actor):
 unfiltered, a lane's size is a range count of ``tasks_inbox`` (the shared
-lanes) or ``tasks_inbox_open`` (an owner's open tasks), what the actor's
+lanes) or ``tasks_inbox_open`` (an owner's waiting work; its tasks in
+progress, a few, come from ``tasks_status``), what the actor's
 triage hides or shows read comes from ``inbox_triaged`` (kept by the
 triggers of migration 9), and the items are the lane's index walked newest
 first until the limit. A filter (scope, workspace, query, unread only)
