@@ -14,8 +14,8 @@ import pytest
 from agh.errors import AghError
 from aghd.store import coordination, leases, observe, tasks
 from aghd.store.db import DAEMON
-from aghd.store.models import Backoff, NewTask
-from tests.helpers.store import HUMAN, agent, claim, create, token
+from aghd.store.models import NewTask
+from tests.helpers.store import HUMAN, agent, claim, create, finish, token
 
 if TYPE_CHECKING:
     from tests.helpers.store import StoreFile
@@ -85,20 +85,8 @@ def step(store: StoreFile, rnd: random.Random, n: int) -> str:
                 return "claim: none"
             run_id = str(c.run["id"])
             outcome = rnd.choice(["complete", "fail", "release", "ask", "hold"])
-            if outcome == "complete":
-                store(leases.complete_run, agent(who), run_id, token(who), None)
-            elif outcome == "fail":
-                store(
-                    leases.fail_run,
-                    agent(who),
-                    run_id,
-                    token(who),
-                    "boom",
-                    retry=rnd.random() < 0.5,
-                    backoff=Backoff(0, 0),
-                )
-            elif outcome == "release":
-                store(leases.release_run, agent(who), run_id, token(who), None)
+            if outcome in ("complete", "fail", "release"):
+                finish(store, who, run_id, outcome, retry=rnd.random() < 0.5)
             elif outcome == "ask":
                 store(coordination.agent_post, agent(who), run_id, token(who), "which?", "question")
             return f"claim and {outcome}"
@@ -203,3 +191,17 @@ def test_the_kept_inbox_reads_no_table_and_sorts_no_lane(store: StoreFile) -> No
         if "tasks_inbox" in sql:
             assert not any("TEMP B-TREE" in step for step in plan), (sql, plan)
             assert any("tasks_inbox" in step for step in plan), (sql, plan)
+
+
+def test_a_triage_row_deleted_by_itself_leaves_the_counts_right(store: StoreFile) -> None:
+    """No store path deletes a triage row alone today (a task's go with it),
+    but the counts must not depend on that."""
+    ref = create(store, "t")
+    store(observe.set_triage, "human", "alice", ref, "dismiss")
+    store(observe.set_triage, "human", "bob", ref, "archive")
+    assert_agree(store, "triaged")
+    store.conn.execute("DELETE FROM task_triage WHERE actor_ref = 'alice'")
+    assert_agree(store, "alice's row deleted")
+    store.conn.execute("DELETE FROM task_triage")
+    assert_agree(store, "every row deleted")
+    assert store.value("SELECT count(*) FROM inbox_triaged WHERE out_n != 0 OR seen_n != 0") == 0

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 from aghd.store import leases, observe, tasks, workflows
 from aghd.store.db import DAEMON
-from aghd.store.models import Backoff
-from tests.helpers.store import HUMAN, agent, claim, create, run_of, token
+from tests.helpers.store import HUMAN, claim, create, finish, run_of
 
 if TYPE_CHECKING:
     from tests.helpers.store import StoreFile
@@ -55,24 +54,11 @@ def recounted(store: StoreFile) -> dict[tuple[str, str], int]:
     return counts
 
 
-def finish(store: StoreFile, outcome: str, who: str = "a", **fail: bool) -> str:
+def claim_and_finish(store: StoreFile, outcome: str, who: str = "a", retry: bool = False) -> str:
     claimed = claim(store, who)
     assert claimed is not None
     run_id = str(claimed.run["id"])
-    if outcome == "complete":
-        store(leases.complete_run, agent(who), run_id, token(who), {"ok": True})
-    elif outcome == "fail":
-        store(
-            leases.fail_run,
-            agent(who),
-            run_id,
-            token(who),
-            "boom",
-            retry=fail.get("retry", False),
-            backoff=Backoff(0, 0),
-        )
-    else:
-        store(leases.release_run, agent(who), run_id, token(who), None)
+    finish(store, who, run_id, outcome, retry=retry)
     assert kept(store) == recounted(store), outcome
     return run_id
 
@@ -89,11 +75,11 @@ def test_kept_counts_agree_with_a_recount_after_every_kind_of_write(store: Store
         create(store, f"work {n}", max_attempts=2)
     assert kept(store) == recounted(store)
 
-    finish(store, "complete")
-    finish(store, "fail", retry=True)  # back to the queue: no ended run counted twice
-    finish(store, "fail")
-    finish(store, "release")
-    done = finish(store, "complete")
+    claim_and_finish(store, "complete")
+    claim_and_finish(store, "fail", retry=True)  # back to the queue: no ended run counted twice
+    claim_and_finish(store, "fail")
+    claim_and_finish(store, "release")
+    done = claim_and_finish(store, "complete")
 
     # A lease that runs out ends the run by force (a forced stop when final).
     claimed = claim(store, "late", lease_ms=1_000)

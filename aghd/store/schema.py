@@ -501,116 +501,67 @@ CREATE TABLE inbox_triaged (
     PRIMARY KEY (actor_kind, actor_ref, lane)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX task_triage_task ON task_triage (task_id);
+-- What each triage row adds to inbox_triaged, as its task stands now: to the
+-- task's lane for the actor (hidden or read), and to 'archived' when archived.
+CREATE VIEW inbox_contributions AS SELECT * FROM (
+        SELECT tr.actor_kind AS actor_kind, tr.actor_ref AS actor_ref, tr.task_id AS task_id,
+            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
+                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
+                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
+                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
+                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = tr.actor_kind AND
+                t.owner_ref IS nullif(tr.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
+                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
+                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
+                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
+                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
+            NOT coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND t.last_activity_at <=
+                tr.last_seen_activity_at), 0) AS out_n,
+            coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND t.last_activity_at <=
+                tr.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
+                coalesce(tr.last_seen_activity_at, -1)) AS seen_n
+        FROM task_triage tr JOIN tasks t ON t.id = tr.task_id WHERE 1
+        UNION ALL
+        SELECT tr.actor_kind, tr.actor_ref, tr.task_id, 'archived', 1, NOT (t.last_activity_at >
+            coalesce(tr.last_seen_activity_at, -1))
+        FROM task_triage tr JOIN tasks t ON t.id = tr.task_id WHERE 1 AND tr.archived = 1
+) WHERE lane IS NOT NULL;
+-- A triage row's change: its contribution before (BEFORE) and after.
 CREATE TRIGGER triage_inbox_insert AFTER INSERT ON task_triage BEGIN
 INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, 1 * out_n, 1 * seen_n FROM (
-        SELECT new.actor_kind AS kind, new.actor_ref AS ref,
-            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
-                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
-                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
-                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
-                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = new.actor_kind AND
-                t.owner_ref IS nullif(new.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
-                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
-                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
-                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
-                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
-            NOT coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
-                new.last_seen_activity_at), 0) AS out_n,
-            coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
-                new.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
-                coalesce(new.last_seen_activity_at, -1)) AS seen_n
-        FROM tasks t WHERE t.id = new.task_id
-        UNION ALL
-        SELECT new.actor_kind, new.actor_ref, 'archived', 1, NOT (t.last_activity_at >
-            coalesce(new.last_seen_activity_at, -1))
-        FROM tasks t WHERE t.id = new.task_id AND new.archived = 1
-    ) WHERE lane IS NOT NULL
+    SELECT actor_kind, actor_ref, lane, 1 * out_n, 1 * seen_n
+    FROM inbox_contributions WHERE actor_kind = new.actor_kind AND actor_ref = new.actor_ref AND
+        task_id = new.task_id
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
     SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
 END;
-CREATE TRIGGER triage_inbox_update AFTER UPDATE ON task_triage BEGIN
+CREATE TRIGGER triage_inbox_unsee BEFORE UPDATE ON task_triage BEGIN
 INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
-        SELECT old.actor_kind AS kind, old.actor_ref AS ref,
-            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
-                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
-                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
-                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
-                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = old.actor_kind AND
-                t.owner_ref IS nullif(old.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
-                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
-                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
-                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
-                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
-            NOT coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
-                old.last_seen_activity_at), 0) AS out_n,
-            coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
-                old.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
-                coalesce(old.last_seen_activity_at, -1)) AS seen_n
-        FROM tasks t WHERE t.id = old.task_id
-        UNION ALL
-        SELECT old.actor_kind, old.actor_ref, 'archived', 1, NOT (t.last_activity_at >
-            coalesce(old.last_seen_activity_at, -1))
-        FROM tasks t WHERE t.id = old.task_id AND old.archived = 1
-    ) WHERE lane IS NOT NULL
-    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
-    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
-INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, 1 * out_n, 1 * seen_n FROM (
-        SELECT new.actor_kind AS kind, new.actor_ref AS ref,
-            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
-                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
-                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
-                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
-                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = new.actor_kind AND
-                t.owner_ref IS nullif(new.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
-                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
-                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
-                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
-                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
-            NOT coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
-                new.last_seen_activity_at), 0) AS out_n,
-            coalesce(new.archived = 0 AND NOT (new.dismissed = 1 AND t.last_activity_at <=
-                new.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
-                coalesce(new.last_seen_activity_at, -1)) AS seen_n
-        FROM tasks t WHERE t.id = new.task_id
-        UNION ALL
-        SELECT new.actor_kind, new.actor_ref, 'archived', 1, NOT (t.last_activity_at >
-            coalesce(new.last_seen_activity_at, -1))
-        FROM tasks t WHERE t.id = new.task_id AND new.archived = 1
-    ) WHERE lane IS NOT NULL
+    SELECT actor_kind, actor_ref, lane, -1 * out_n, -1 * seen_n
+    FROM inbox_contributions WHERE actor_kind = old.actor_kind AND actor_ref = old.actor_ref AND
+        task_id = old.task_id
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
     SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
 END;
-CREATE TRIGGER triage_inbox_delete AFTER DELETE ON task_triage BEGIN
+CREATE TRIGGER triage_inbox_see AFTER UPDATE ON task_triage BEGIN
 INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
-        SELECT old.actor_kind AS kind, old.actor_ref AS ref,
-            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
-                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
-                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
-                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
-                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = old.actor_kind AND
-                t.owner_ref IS nullif(old.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
-                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
-                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
-                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
-                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
-            NOT coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
-                old.last_seen_activity_at), 0) AS out_n,
-            coalesce(old.archived = 0 AND NOT (old.dismissed = 1 AND t.last_activity_at <=
-                old.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
-                coalesce(old.last_seen_activity_at, -1)) AS seen_n
-        FROM tasks t WHERE t.id = old.task_id
-        UNION ALL
-        SELECT old.actor_kind, old.actor_ref, 'archived', 1, NOT (t.last_activity_at >
-            coalesce(old.last_seen_activity_at, -1))
-        FROM tasks t WHERE t.id = old.task_id AND old.archived = 1
-    ) WHERE lane IS NOT NULL
+    SELECT actor_kind, actor_ref, lane, 1 * out_n, 1 * seen_n
+    FROM inbox_contributions WHERE actor_kind = new.actor_kind AND actor_ref = new.actor_ref AND
+        task_id = new.task_id
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
     SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
 END;
+CREATE TRIGGER triage_inbox_delete BEFORE DELETE ON task_triage BEGIN
+INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
+    SELECT actor_kind, actor_ref, lane, -1 * out_n, -1 * seen_n
+    FROM inbox_contributions WHERE actor_kind = old.actor_kind AND actor_ref = old.actor_ref AND
+        task_id = old.task_id
+    ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
+    SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
+END;
+-- A task's change: one AFTER trigger with the old and the new contribution
+-- written out (a BEFORE twin would double what a claim pays for its guard).
+-- A deleted task's (BEFORE: its cascade's triggers no longer find it).
 CREATE TRIGGER tasks_inbox_update AFTER UPDATE OF draft, approval_state, status, awaiting_input,
     owner_kind, owner_ref, last_activity_at ON tasks
     WHEN (old.draft IS NOT new.draft OR old.approval_state IS NOT new.approval_state OR
@@ -619,8 +570,8 @@ CREATE TRIGGER tasks_inbox_update AFTER UPDATE OF draft, approval_state, status,
         old.last_activity_at IS NOT new.last_activity_at)
     AND EXISTS (SELECT 1 FROM task_triage tr WHERE tr.task_id = new.id) BEGIN
 INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
-        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
+    SELECT actor_kind, actor_ref, lane, -1 * out_n, -1 * seen_n FROM (
+        SELECT tr.actor_kind AS actor_kind, tr.actor_ref AS actor_ref, tr.task_id AS task_id,
             CASE CASE WHEN old.draft = 1 THEN NULL WHEN old.approval_state = 'pending' THEN
                 'approvals' WHEN old.status = 'failed' THEN 'failed_runs' WHEN old.status =
                 'blocked' THEN 'blocked' WHEN old.status != 'pending' AND old.status != 'ready'
@@ -639,15 +590,15 @@ INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
                 coalesce(tr.last_seen_activity_at, -1)) AS seen_n
         FROM task_triage tr WHERE tr.task_id = new.id
         UNION ALL
-        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (old.last_activity_at >
-            coalesce(tr.last_seen_activity_at, -1))
+        SELECT tr.actor_kind, tr.actor_ref, tr.task_id, 'archived', 1, NOT (old.last_activity_at
+            > coalesce(tr.last_seen_activity_at, -1))
         FROM task_triage tr WHERE tr.task_id = new.id AND tr.archived = 1
     ) WHERE lane IS NOT NULL
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
     SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
 INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, 1 * out_n, 1 * seen_n FROM (
-        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
+    SELECT actor_kind, actor_ref, lane, 1 * out_n, 1 * seen_n FROM (
+        SELECT tr.actor_kind AS actor_kind, tr.actor_ref AS actor_ref, tr.task_id AS task_id,
             CASE CASE WHEN new.draft = 1 THEN NULL WHEN new.approval_state = 'pending' THEN
                 'approvals' WHEN new.status = 'failed' THEN 'failed_runs' WHEN new.status =
                 'blocked' THEN 'blocked' WHEN new.status != 'pending' AND new.status != 'ready'
@@ -666,8 +617,8 @@ INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
                 coalesce(tr.last_seen_activity_at, -1)) AS seen_n
         FROM task_triage tr WHERE tr.task_id = new.id
         UNION ALL
-        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (new.last_activity_at >
-            coalesce(tr.last_seen_activity_at, -1))
+        SELECT tr.actor_kind, tr.actor_ref, tr.task_id, 'archived', 1, NOT (new.last_activity_at
+            > coalesce(tr.last_seen_activity_at, -1))
         FROM task_triage tr WHERE tr.task_id = new.id AND tr.archived = 1
     ) WHERE lane IS NOT NULL
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
@@ -676,57 +627,14 @@ END;
 CREATE TRIGGER tasks_inbox_delete BEFORE DELETE ON tasks
     WHEN EXISTS (SELECT 1 FROM task_triage tr WHERE tr.task_id = old.id) BEGIN
 INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, -1 * out_n, -1 * seen_n FROM (
-        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
-            CASE CASE WHEN old.draft = 1 THEN NULL WHEN old.approval_state = 'pending' THEN
-                'approvals' WHEN old.status = 'failed' THEN 'failed_runs' WHEN old.status =
-                'blocked' THEN 'blocked' WHEN old.status != 'pending' AND old.status != 'ready'
-                AND old.status != 'in_progress' THEN NULL WHEN old.awaiting_input = 1 THEN
-                'blocked' ELSE 'open' END WHEN 'open' THEN CASE WHEN old.owner_kind =
-                tr.actor_kind AND old.owner_ref IS nullif(tr.actor_ref, '') THEN 'my_work' END
-                ELSE CASE WHEN old.draft = 1 THEN NULL WHEN old.approval_state = 'pending' THEN
-                'approvals' WHEN old.status = 'failed' THEN 'failed_runs' WHEN old.status =
-                'blocked' THEN 'blocked' WHEN old.status != 'pending' AND old.status != 'ready'
-                AND old.status != 'in_progress' THEN NULL WHEN old.awaiting_input = 1 THEN
-                'blocked' ELSE 'open' END END AS lane,
-            NOT coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND old.last_activity_at <=
-                tr.last_seen_activity_at), 0) AS out_n,
-            coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND old.last_activity_at <=
-                tr.last_seen_activity_at), 0) AND NOT (old.last_activity_at >
-                coalesce(tr.last_seen_activity_at, -1)) AS seen_n
-        FROM task_triage tr WHERE tr.task_id = old.id
-        UNION ALL
-        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (old.last_activity_at >
-            coalesce(tr.last_seen_activity_at, -1))
-        FROM task_triage tr WHERE tr.task_id = old.id AND tr.archived = 1
-    ) WHERE lane IS NOT NULL
+    SELECT actor_kind, actor_ref, lane, -1 * out_n, -1 * seen_n
+    FROM inbox_contributions WHERE task_id = old.id
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
     SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
 END;
 INSERT INTO inbox_triaged (actor_kind, actor_ref, lane, out_n, seen_n)
-    SELECT kind, ref, lane, 1 * sum(out_n), 1 * sum(seen_n) FROM (
-        SELECT tr.actor_kind AS kind, tr.actor_ref AS ref,
-            CASE CASE WHEN t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN
-                'approvals' WHEN t.status = 'failed' THEN 'failed_runs' WHEN t.status =
-                'blocked' THEN 'blocked' WHEN t.status != 'pending' AND t.status != 'ready' AND
-                t.status != 'in_progress' THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked'
-                ELSE 'open' END WHEN 'open' THEN CASE WHEN t.owner_kind = tr.actor_kind AND
-                t.owner_ref IS nullif(tr.actor_ref, '') THEN 'my_work' END ELSE CASE WHEN
-                t.draft = 1 THEN NULL WHEN t.approval_state = 'pending' THEN 'approvals' WHEN
-                t.status = 'failed' THEN 'failed_runs' WHEN t.status = 'blocked' THEN 'blocked'
-                WHEN t.status != 'pending' AND t.status != 'ready' AND t.status != 'in_progress'
-                THEN NULL WHEN t.awaiting_input = 1 THEN 'blocked' ELSE 'open' END END AS lane,
-            NOT coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND t.last_activity_at <=
-                tr.last_seen_activity_at), 0) AS out_n,
-            coalesce(tr.archived = 0 AND NOT (tr.dismissed = 1 AND t.last_activity_at <=
-                tr.last_seen_activity_at), 0) AND NOT (t.last_activity_at >
-                coalesce(tr.last_seen_activity_at, -1)) AS seen_n
-        FROM task_triage tr JOIN tasks t ON t.id = tr.task_id WHERE 1
-        UNION ALL
-        SELECT tr.actor_kind, tr.actor_ref, 'archived', 1, NOT (t.last_activity_at >
-            coalesce(tr.last_seen_activity_at, -1))
-        FROM task_triage tr JOIN tasks t ON t.id = tr.task_id WHERE 1 AND tr.archived = 1
-    ) WHERE lane IS NOT NULL GROUP BY kind, ref, lane
+    SELECT actor_kind, actor_ref, lane, sum(out_n), sum(seen_n) FROM inbox_contributions
+    WHERE 1 GROUP BY actor_kind, actor_ref, lane
     ON CONFLICT (actor_kind, actor_ref, lane) DO UPDATE
     SET out_n = out_n + excluded.out_n, seen_n = seen_n + excluded.seen_n;
 -- The shared lanes' sizes (tally 'lane'): a task enters or leaves them only

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from aghd.store import claims, sessions, tasks
+from aghd.store import claims, leases, sessions, tasks
 from aghd.store.db import Caller, Tx, open_connection
-from aghd.store.models import Claimed, ClaimFilters, NewTask
+from aghd.store.models import Backoff, Claimed, ClaimFilters, NewTask
 from aghd.store.rows import get_run, task_by_id
 from aghd.tokens import hash_token
 
@@ -133,3 +133,23 @@ def hello(store: StoreFile, session_id: str) -> None:
         origin_kind="sdk",
         origin_ref=None,
     )
+
+
+def finish(store: StoreFile, who: str, run_id: str, outcome: str, *, retry: bool = False) -> None:
+    """Agent ``who`` completes, fails (with ``retry``, no backoff) or releases
+    the run it claimed with ``token(who)``."""
+    if outcome == "complete":
+        store(leases.complete_run, agent(who), run_id, token(who), {"ok": True})
+    elif outcome == "fail":
+        store(
+            leases.fail_run,
+            agent(who),
+            run_id,
+            token(who),
+            "boom",
+            retry=retry,
+            backoff=Backoff(0, 0),
+        )
+    else:
+        assert outcome == "release", outcome
+        store(leases.release_run, agent(who), run_id, token(who), None)
