@@ -205,3 +205,20 @@ def test_a_triage_row_deleted_by_itself_leaves_the_counts_right(store: StoreFile
     store.conn.execute("DELETE FROM task_triage")
     assert_agree(store, "every row deleted")
     assert store.value("SELECT count(*) FROM inbox_triaged WHERE out_n != 0 OR seen_n != 0") == 0
+
+
+def test_a_triage_change_reads_only_its_own_row(store: StoreFile) -> None:
+    """The triage triggers filter the contributions view by the row's key:
+    SQLite must push that into the view, or each triage action would read
+    every triage row of a big hub."""
+    for where in (
+        "actor_kind = 'human' AND actor_ref = 'alice' AND task_id = 'task_x'",
+        "task_id = 'task_x'",
+    ):
+        plan = [
+            r[3]
+            for r in store.conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT * FROM inbox_contributions WHERE {where}"
+            )
+        ]
+        assert all("SCAN" not in step for step in plan), (where, plan)
