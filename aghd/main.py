@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import MISSING
 
@@ -130,6 +131,12 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
     "--no-integrity-check only to read what is left of a damaged database.",
 )
 @click.option(
+    "--check",
+    is_flag=True,
+    help="Check the database (integrity and schema version) and exit: 0 when it is sound, "
+    "1 when it is damaged or unreadable. Read-only: safe while a daemon serves it.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -147,6 +154,7 @@ def main(
     allowed_uids: tuple[int, ...],
     settings: tuple[str, ...],
     integrity_check: bool,
+    check: bool,
     log_level: str,
 ) -> None:
     """Run the agh daemon in the foreground until SIGTERM.
@@ -156,9 +164,13 @@ def main(
       aghd                                  # default socket and database
       aghd --socket /tmp/a.sock --db ./agh.db
     """
+    from agh.paths import default_db_path, default_socket_path
+
+    if check:
+        sys.exit(_check(db_path or default_db_path()))
+
     import anyio
 
-    from agh.paths import default_db_path, default_socket_path
     from aghd.app import serve
     from aghd.files import AlreadyRunning, StartupError
 
@@ -187,6 +199,39 @@ def main(
     except StartupError as exc:
         click.echo(f"aghd: {exc.message}", err=True)
         sys.exit(EXIT_ALREADY_RUNNING if isinstance(exc, AlreadyRunning) else 1)
+
+
+def _check(path: str) -> int:
+    """``aghd --check``: report on the database at ``path``; the exit status."""
+    from aghd.store.db import check_file
+    from aghd.store.schema import LATEST
+
+    if not os.path.isfile(path):
+        click.echo(f"aghd: no database at {path} (pass its path with --db or $AGH_DB)", err=True)
+        return 1
+    version, problems = check_file(path)
+    if problems:
+        click.echo(f"aghd: {path} is damaged or not a database:", err=True)
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        click.echo(
+            f"restore it from a backup, or recover what is left with `sqlite3 {path} .recover`",
+            err=True,
+        )
+        return 1
+    assert version is not None
+    if version > LATEST:
+        click.echo(
+            f"aghd: {path} has schema version {version}, newer than this aghd ({LATEST}):"
+            " upgrade agh before serving it",
+            err=True,
+        )
+        return 1
+    pending = ""
+    if version < LATEST:
+        pending = f"; migrations {version + 1}-{LATEST} run at the next start"
+    click.echo(f"{path}: ok, schema version {version}{pending}")
+    return 0
 
 
 def _has_uvloop() -> bool:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -366,3 +367,61 @@ def test_damage_after_a_clean_stop_is_still_refused(
     assert os.path.exists(db + ".clean")
     _garbage_over_root_page(db, "tasks")
     assert f"the database {db} is damaged" in _refused(spawn_daemon(sock, db, wait=False))
+
+
+# -- aghd --check ---------------------------------------------------------------------------
+
+
+def _check(db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aghd", "--check", "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_passes_a_sound_database_while_its_daemon_serves(
+    short_dir: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    from aghd.store.schema import LATEST
+
+    sock, db = os.path.join(short_dir, "s"), os.path.join(short_dir, "agh.db")
+    proc = spawn_daemon(sock, db)
+    procs.append(proc)
+    with Client(sock) as c:
+        c.tasks_create("kept", start=True)
+        done = _check(db)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{db}: ok, schema version {LATEST}"
+        c.tasks_create("still served")  # the check took no lock that lasts
+    assert stop_process(proc) == 0
+    # Read-only: checking a stopped daemon's file leaves it byte for byte.
+    before = _sha(db)
+    assert _check(db).returncode == 0 and _sha(db) == before
+
+
+def test_check_fails_on_garbage_after_the_sqlite_header(short_dir: str) -> None:
+    db = os.path.join(short_dir, "garbage.db")
+    with open(db, "wb") as f:
+        f.write(b"SQLite format 3\x00" + os.urandom(16 * 4096))
+    done = _check(db)
+    assert done.returncode == 1
+    assert f"{db} is damaged or not a database" in done.stderr and ".recover" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_names_what_is_damaged_and_a_missing_file(
+    short_dir: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    sock, db = os.path.join(short_dir, "s"), os.path.join(short_dir, "agh.db")
+    _daemon_with_tasks(sock, db, procs)
+    _garbage_over_root_page(db, "tasks")
+    before = _sha(db)
+    done = _check(db)
+    assert done.returncode == 1, done.stdout
+    assert "damaged" in done.stderr and len(done.stderr.splitlines()) >= 3
+    assert _sha(db) == before, "the check changed the file"
+    missing = _check(os.path.join(short_dir, "none.db"))
+    assert missing.returncode == 1 and "no database at" in missing.stderr
+    assert not os.path.exists(os.path.join(short_dir, "none.db"))

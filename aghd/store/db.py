@@ -87,6 +87,26 @@ def integrity_problems(conn: sqlite3.Connection, most: int = 5) -> list[str]:
     return [] if found == ["ok"] else found
 
 
+def check_file(path: str, most: int = 10) -> tuple[int | None, list[str]]:
+    """``aghd --check``: the schema version of the database at ``path`` and
+    what ``PRAGMA integrity_check`` finds wrong (at most ``most``; [] when
+    ok), read-only, so it may run while a daemon serves the file. The
+    version is None when the file is not a database at all."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return None, [str(exc)]
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        rows = conn.execute(f"PRAGMA integrity_check({int(most)})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return None, [str(exc)]
+    finally:
+        conn.close()
+    found = [str(row[0]) for row in rows]
+    return version, [] if found == ["ok"] else found
+
+
 # -- what SQLite's errors mean to a client ------------------------------------
 
 # Primary result codes (https://sqlite.org/rescode.html).
