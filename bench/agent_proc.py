@@ -17,27 +17,11 @@ are connected and said hello before the clock starts.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from typing import Any
 
-
-class Conn:
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rb")
-        self.next_id = 0
-
-    def call(self, method: str, params: dict[str, Any]) -> Any:
-        self.next_id += 1
-        line = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
-        self.sock.sendall(json.dumps(line).encode() + b"\n")
-        reply = json.loads(self.file.readline())
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply["result"]
+from jsonrpc import Conn  # bench/, beside this script
 
 
 def main() -> None:

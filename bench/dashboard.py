@@ -18,11 +18,9 @@ Not a test: numbers depend on the machine. Record them in docs/PERFORMANCE.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +30,8 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from jsonrpc import Conn  # noqa: E402  (bench/, beside this script)
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -348,29 +348,6 @@ def _run(
 
 
 # -- timing through a real daemon ------------------------------------------------------
-
-
-class Conn:
-    """A blocking JSON-RPC connection (one request at a time)."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rb")
-        self.next_id = 0
-
-    def call(self, method: str, params: dict[str, Any]) -> Any:
-        self.next_id += 1
-        message = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-        reply = json.loads(self.file.readline())
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply["result"]
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 def start_daemon(workdir: str, db: str) -> tuple[subprocess.Popen[bytes], str]:

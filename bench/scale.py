@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from claim_complete import fill, run_processes  # noqa: E402
-from dashboard import Conn, build, percentile, time_calls  # noqa: E402
+from dashboard import build, percentile, time_calls  # noqa: E402
+from jsonrpc import Conn  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 BENCH_CHANNEL = "scale-bench"
