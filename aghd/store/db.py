@@ -72,15 +72,17 @@ def open_connection(
     return conn
 
 
-def integrity_problems(conn: sqlite3.Connection, most: int = 5) -> list[str]:
-    """What ``PRAGMA quick_check`` finds wrong (at most ``most``); [] when ok.
+def integrity_problems(conn: sqlite3.Connection, most: int = 5, *, full: bool = False) -> list[str]:
+    """What ``PRAGMA quick_check`` (``full``: ``integrity_check``) finds wrong
+    (at most ``most``); [] when ok.
 
     quick_check reads every page and checks the b-trees' structure, not that
     indexes match their tables: linear in the file's size and several times
-    faster than integrity_check.
+    faster than integrity_check, so it is the start-up check.
     """
+    pragma = "integrity_check" if full else "quick_check"
     try:
-        rows = conn.execute(f"PRAGMA quick_check({int(most)})").fetchall()
+        rows = conn.execute(f"PRAGMA {pragma}({int(most)})").fetchall()
     except sqlite3.DatabaseError as exc:
         return [str(exc)]
     found = [str(row[0]) for row in rows]
@@ -89,7 +91,7 @@ def integrity_problems(conn: sqlite3.Connection, most: int = 5) -> list[str]:
 
 def check_file(path: str, most: int = 10) -> tuple[int | None, list[str]]:
     """``aghd --check``: the schema version of the database at ``path`` and
-    what ``PRAGMA integrity_check`` finds wrong (at most ``most``; [] when
+    what the full integrity check finds wrong (at most ``most``; [] when
     ok), read-only, so it may run while a daemon serves the file. The
     version is None when the file is not a database at all."""
     try:
@@ -98,13 +100,11 @@ def check_file(path: str, most: int = 10) -> tuple[int | None, list[str]]:
         return None, [str(exc)]
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        rows = conn.execute(f"PRAGMA integrity_check({int(most)})").fetchall()
+        return version, integrity_problems(conn, most, full=True)
     except sqlite3.DatabaseError as exc:
         return None, [str(exc)]
     finally:
         conn.close()
-    found = [str(row[0]) for row in rows]
-    return version, [] if found == ["ok"] else found
 
 
 # -- what SQLite's errors mean to a client ------------------------------------
