@@ -33,7 +33,15 @@ from aghd.server import Server
 from aghd.services import Identity, Services, SessionRegistry
 from aghd.store import leases
 from aghd.store import sessions as sessions_store
-from aghd.store.db import DAEMON, Committed, DatabaseDamaged, Tx, now_ms, storage_error
+from aghd.store.db import (
+    DAEMON,
+    Committed,
+    DatabaseDamaged,
+    Tx,
+    now_ms,
+    recovery_steps,
+    storage_error,
+)
 from aghd.store.models import Backoff
 from aghd.streams import Hub
 
@@ -179,10 +187,8 @@ def _open(config: Config) -> Daemon:
         return Daemon(config, integrity_check=check)
     except DatabaseDamaged as exc:
         raise StartupError(
-            f"the database {config.db_path} is damaged ({exc}); "
-            "aghd will not serve it. Keep a copy of the file, then recover it "
-            f"(`sqlite3 {config.db_path} .recover | sqlite3 recovered.db`) and start "
-            "aghd with --db recovered.db, or restore a backup",
+            f"the database {config.db_path} is damaged ({exc}); aghd will not serve it: "
+            + recovery_steps(config.db_path),
             {"db": config.db_path, "problems": exc.problems},
         ) from None
     except sqlite3.Error as exc:

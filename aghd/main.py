@@ -203,7 +203,7 @@ def main(
 
 def _check(path: str) -> int:
     """``aghd --check``: report on the database at ``path``; the exit status."""
-    from aghd.store.db import check_file
+    from aghd.store.db import check_file, recovery_steps
     from aghd.store.schema import LATEST
 
     if not os.path.isfile(path):
@@ -214,10 +214,7 @@ def _check(path: str) -> int:
         click.echo(f"aghd: {path} is damaged or not a database:", err=True)
         for problem in problems:
             click.echo(f"  {problem}", err=True)
-        click.echo(
-            f"restore it from a backup, or recover what is left with `sqlite3 {path} .recover`",
-            err=True,
-        )
+        click.echo(recovery_steps(path), err=True)
         return 1
     assert version is not None
     if version > LATEST:

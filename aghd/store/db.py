@@ -89,6 +89,15 @@ def integrity_problems(conn: sqlite3.Connection, most: int = 5, *, full: bool = 
     return [] if found == ["ok"] else found
 
 
+def recovery_steps(path: str) -> str:
+    """What every message about a damaged database at ``path`` tells to do."""
+    return (
+        "keep a copy of the file, then recover it"
+        f" (`sqlite3 {path} .recover | sqlite3 recovered.db`) and serve the copy"
+        " (--db recovered.db), or restore a backup"
+    )
+
+
 def check_file(path: str, most: int = 10) -> tuple[int | None, list[str]]:
     """``aghd --check``: the schema version of the database at ``path`` and
     what the full integrity check finds wrong (at most ``most``; [] when
@@ -150,9 +159,7 @@ def storage_error(exc: sqlite3.Error, path: str, *, writing: bool = True) -> Agh
         )
     if code in (_CORRUPT, _NOTADB):
         return InternalError(
-            f"the database {path} is damaged ({exc}); stop aghd, keep a copy of the file, "
-            f"then recover it (`sqlite3 {path} .recover | sqlite3 recovered.db`) "
-            "or restore a backup",
+            f"the database {path} is damaged ({exc}); stop aghd, {recovery_steps(path)}",
             {**details, "cause": "corrupt", "hint": "recover or restore the database"},
         )
     return InternalError.from_exception(exc)
