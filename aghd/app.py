@@ -46,6 +46,8 @@ from aghd.store.models import Backoff
 from aghd.streams import Hub
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from aghd.config import Config
     from aghd.rpc import ConnectionState
 
@@ -209,14 +211,13 @@ def _recover(tx: Tx) -> int:
     return leases.expire_leases(tx, DAEMON)
 
 
-async def _watch_signals(daemon: Daemon) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("SIGHUP: nothing to reload")
-                continue
-            log.info("received %s: shutting down", signal.Signals(signum).name)
-            daemon.request_stop()
+async def _watch_signals(daemon: Daemon, signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: nothing to reload")
+            continue
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        daemon.request_stop()
 
 
 async def serve(
@@ -229,45 +230,58 @@ async def serve(
 
     Raises AlreadyRunning when another daemon holds the socket or database.
     """
-    locks = acquire_locks(config)
-    daemon: Daemon | None = None
-    bound = False  # only a socket we bound is ours to remove
-    drained = False  # every queued write committed, the loops ended
-    try:
-        daemon = _open(config)
-        recovered = daemon.committer.write_sync(_recover)
-        if recovered:
-            log.info("recovered %d run(s) whose lease ran out while aghd was down", recovered)
-        listener = await _bind(config.socket_path)
-        bound = True
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(daemon.committer.run)
-            async with anyio.create_task_group() as inner:
-                inner.start_soon(daemon.scheduler.run)
-                inner.start_soon(daemon.streams.run)
-                inner.start_soon(daemon.server.serve, listener)
-                if handle_signals:
-                    inner.start_soon(_watch_signals, daemon)
-                log.info(
-                    "aghd %s serving %s (db %s)", __version__, config.socket_path, config.db_path
-                )
-                task_status.started(daemon)
-                await daemon.stop_requested.wait()
-                # Drain: stop accepting and reading, let in-flight requests
-                # finish (their writes commit and their replies go out).
-                daemon.stopping.set()
-                daemon.server.stop_accepting()
-                with anyio.move_on_after(config.shutdown_grace_s):
-                    await daemon.server.wait_idle()
-                inner.cancel_scope.cancel()
-            daemon.committer.close()
-        drained = True
-    finally:
-        if daemon is not None and daemon.committer.shutdown() and drained:
-            files.mark_clean(config.db_path)
-        if bound:
-            with contextlib.suppress(OSError):
-                os.unlink(config.socket_path)
-        for fd in locks:  # the database's last, after SQLite closed it
-            os.close(fd)
-        log.info("aghd stopped")
+    # The signals are taken before anything else: a SIGTERM that comes while
+    # the database opens, or between binding the socket and the watcher's
+    # first step, waits in the receiver and stops aghd cleanly, instead of
+    # killing it by the default action (no clean-stop mark, a socket left).
+    receiver = (
+        anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        if handle_signals
+        else contextlib.nullcontext(None)
+    )
+    with receiver as signals:
+        locks = acquire_locks(config)
+        daemon: Daemon | None = None
+        bound = False  # only a socket we bound is ours to remove
+        drained = False  # every queued write committed, the loops ended
+        try:
+            daemon = _open(config)
+            recovered = daemon.committer.write_sync(_recover)
+            if recovered:
+                log.info("recovered %d run(s) whose lease ran out while aghd was down", recovered)
+            listener = await _bind(config.socket_path)
+            bound = True
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(daemon.committer.run)
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(daemon.scheduler.run)
+                    inner.start_soon(daemon.streams.run)
+                    inner.start_soon(daemon.server.serve, listener)
+                    if signals is not None:
+                        inner.start_soon(_watch_signals, daemon, signals)
+                    log.info(
+                        "aghd %s serving %s (db %s)",
+                        __version__,
+                        config.socket_path,
+                        config.db_path,
+                    )
+                    task_status.started(daemon)
+                    await daemon.stop_requested.wait()
+                    # Drain: stop accepting and reading, let in-flight requests
+                    # finish (their writes commit and their replies go out).
+                    daemon.stopping.set()
+                    daemon.server.stop_accepting()
+                    with anyio.move_on_after(config.shutdown_grace_s):
+                        await daemon.server.wait_idle()
+                    inner.cancel_scope.cancel()
+                daemon.committer.close()
+            drained = True
+        finally:
+            if daemon is not None and daemon.committer.shutdown() and drained:
+                files.mark_clean(config.db_path)
+            if bound:
+                with contextlib.suppress(OSError):
+                    os.unlink(config.socket_path)
+            for fd in locks:  # the database's last, after SQLite closed it
+                os.close(fd)
+            log.info("aghd stopped")

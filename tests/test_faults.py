@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -425,3 +426,44 @@ def test_check_names_what_is_damaged_and_a_missing_file(
     missing = _check(os.path.join(short_dir, "none.db"))
     assert missing.returncode == 1 and "no database at" in missing.stderr
     assert not os.path.exists(os.path.join(short_dir, "none.db"))
+
+
+# -- a stop asked for during start-up -------------------------------------------------------
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (SigCgt)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_sigterm_during_start_up_stops_cleanly(
+    short_dir: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """A stop asked for while aghd is still starting (here held up by a
+    write lock another program holds on its database) waits until aghd
+    can act on it, then stops it cleanly: exit 0, the clean-stop mark, no
+    socket left. The default action would kill it outright."""
+    sock, db = os.path.join(short_dir, "s"), os.path.join(short_dir, "agh.db")
+    _daemon_with_tasks(sock, db, procs, n=1)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # aghd's start-up recovery write waits on it
+    try:
+        proc = spawn_daemon(sock, db, wait=False)
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while not _catches(proc.pid, signal.SIGTERM):
+            assert proc.poll() is None and time.monotonic() < deadline, "SIGTERM never caught"
+            time.sleep(0.01)
+        assert not os.path.exists(sock)  # still starting
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert proc.wait(20) == 0
+    assert os.path.exists(db + ".clean") and not os.path.exists(sock)
