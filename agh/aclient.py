@@ -406,6 +406,19 @@ class AsyncClient:
     async def server_info(self) -> p.ServerInfoResult:
         return await self.call("server.info", p.EmptyParams(), p.ServerInfoResult)
 
+    async def server_backup(self, path: str, *, force: bool = False) -> p.ServerBackupResult:
+        """Have aghd copy its database to ``path`` (absolute, as aghd sees
+        it), online; ``force`` replaces an existing file. Waits up to an
+        hour (or the client's longer timeout): a copy of a big hub takes
+        longer than the usual reply."""
+        timeout = None if self.timeout is None else max(self.timeout, 3600.0)
+        return await self.call(
+            "server.backup",
+            p.ServerBackupParams(path=path, force=force),
+            p.ServerBackupResult,
+            timeout=timeout,
+        )
+
     # -- tasks --------------------------------------------------------------------
 
     async def tasks_create(self, title: str, **fields: Any) -> p.TaskRunResult:

@@ -206,6 +206,19 @@ class Client:
     def server_info(self) -> p.ServerInfoResult:
         return self.call("server.info", p.EmptyParams(), p.ServerInfoResult)
 
+    def server_backup(self, path: str, *, force: bool = False) -> p.ServerBackupResult:
+        """Have aghd copy its database to ``path`` (absolute, as aghd sees
+        it), online; ``force`` replaces an existing file. Waits up to an
+        hour (or the client's longer timeout): a copy of a big hub takes
+        longer than the usual reply."""
+        timeout = None if self.timeout is None else max(self.timeout, 3600.0)
+        return self.call(
+            "server.backup",
+            p.ServerBackupParams(path=path, force=force),
+            p.ServerBackupResult,
+            timeout=timeout,
+        )
+
     # -- tasks --------------------------------------------------------------------
 
     def tasks_create(self, title: str, **fields: Any) -> p.TaskRunResult:

@@ -24,7 +24,7 @@ import anyio.abc
 
 import aghd.handlers  # noqa: F401  (registers every method)
 from agh import __version__
-from aghd import files
+from aghd import files, retention
 from aghd.committer import Committer
 from aghd.files import StartupError
 from aghd.rpc import Dispatcher
@@ -255,6 +255,7 @@ async def serve(
                 outer.start_soon(daemon.committer.run)
                 async with anyio.create_task_group() as inner:
                     inner.start_soon(daemon.scheduler.run)
+                    inner.start_soon(retention.run, daemon.committer, config)
                     inner.start_soon(daemon.streams.run)
                     inner.start_soon(daemon.server.serve, listener)
                     if signals is not None:

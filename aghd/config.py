@@ -59,6 +59,10 @@ class Config:
     stream_max_backlog_bytes: int = 1 << 20
     # Run logs kept per run (agent.log); older lines are deleted.
     log_retention_lines: int = 10_000
+    # Events and run log lines of closed tasks older than this many days are
+    # deleted (0: kept forever, the default: the timeline is the history).
+    event_retention_days: int = 0
+    log_retention_days: int = 0
     # -- observe.dashboard thresholds (rules: aghd/health.py) --
     # An active run whose agent showed no life (claim, start, heartbeat) this long is stuck.
     stuck_after_ms: int = health.STUCK_AFTER_MS

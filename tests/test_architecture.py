@@ -69,6 +69,7 @@ STORE_LAYERS: list[list[str]] = [
         "aghd.store.cycle",
         "aghd.store.coordination",
         "aghd.store.observe",
+        "aghd.store.retention",
     ],
 ]
 

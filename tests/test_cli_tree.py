@@ -34,6 +34,7 @@ NO_DATA = {
     ("watch",),
     ("events",),
     ("logs",),
+    ("completion",),
 }
 
 

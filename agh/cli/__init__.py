@@ -162,6 +162,17 @@ REGISTRY = Registry(
         "ping": E(
             "daemon:ping", "Check that aghd answers; show its version.", read_only=True, section=HUB
         ),
+        "backup": E(
+            "backup:backup",
+            "Write a consistent copy of aghd's database to FILE, while it serves.",
+            section=HUB,
+        ),
+        "completion": E(
+            "completion:completion",
+            "Print the completion script for bash, zsh or fish.",
+            read_only=True,
+            section=HUB,
+        ),
         # Before `agh agent` these were top-level; kept so scripts keep working.
         "claim": E("agent:claim", "Claim the best queued run, as an agent.", hidden=True),
         "heartbeat": E("agent:heartbeat", "Extend the lease on a claimed run.", hidden=True),

@@ -14,7 +14,14 @@ import click
 
 from agh.cli.connect import connect
 from agh.cli.group import SafeGroup
-from agh.cli.options import CLOSED_STATUSES, group_json, json_option, run_options, task_options
+from agh.cli.options import (
+    CLOSED_STATUSES,
+    complete_task_ids,
+    group_json,
+    json_option,
+    run_options,
+    task_options,
+)
 from agh.cli.output import emit_json, format_table, shorten
 from agh.cli.tasks import emit_created, new_task_fields
 
@@ -23,7 +30,7 @@ if TYPE_CHECKING:
 
 
 @click.command("approve")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @click.option("--comment", metavar="TEXT", help="Recorded in the task's approval event.")
 @json_option
 @click.pass_context
@@ -53,7 +60,7 @@ def approve(ctx: click.Context, task_id: str, comment: str | None, as_json: bool
 
 
 @click.command("deny")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @click.option("--reason", metavar="TEXT", help="Why; recorded as the task's closed reason.")
 @json_option
 @click.pass_context
@@ -120,8 +127,8 @@ def emit_dependencies(result: p.TaskDetailResult) -> None:
 
 
 @dep.command("add")
-@click.argument("task_id", metavar="ID")
-@click.argument("depends_on", metavar="DEP")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
+@click.argument("depends_on", metavar="DEP", shell_complete=complete_task_ids)
 @json_option
 @click.pass_context
 def dep_add(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) -> None:
@@ -143,8 +150,8 @@ def dep_add(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) ->
 
 
 @dep.command("rm")
-@click.argument("task_id", metavar="ID")
-@click.argument("depends_on", metavar="DEP")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
+@click.argument("depends_on", metavar="DEP", shell_complete=complete_task_ids)
 @json_option
 @click.pass_context
 def dep_rm(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) -> None:
@@ -165,7 +172,7 @@ def dep_rm(ctx: click.Context, task_id: str, depends_on: str, as_json: bool) -> 
 
 
 @click.command("child")
-@click.argument("parent_id", metavar="ID")
+@click.argument("parent_id", metavar="ID", shell_complete=complete_task_ids)
 @click.argument("title")
 @task_options
 @click.option(
@@ -230,7 +237,7 @@ def child(
 
 
 @click.command("tree")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @json_option
 @click.pass_context
 def tree(ctx: click.Context, task_id: str, as_json: bool) -> None:

@@ -80,7 +80,13 @@ class SafeGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0]
-        if self.get_command(ctx, name) is None and not name.startswith("-"):
+        # While completing, click wants no error: an unknown word simply
+        # completes to nothing.
+        if (
+            self.get_command(ctx, name) is None
+            and not name.startswith("-")
+            and not ctx.resilient_parsing
+        ):
             ctx.fail(suggest(name, self.safe_names(ctx)))
         return super().resolve_command(ctx, args)
 

@@ -13,7 +13,13 @@ import click
 
 from agh.cli.connect import connect
 from agh.cli.group import SafeGroup
-from agh.cli.options import INBOX_LANES, group_json, json_option, workspace_ref
+from agh.cli.options import (
+    INBOX_LANES,
+    complete_task_ids,
+    group_json,
+    json_option,
+    workspace_ref,
+)
 from agh.cli.output import (
     duration,
     emit_json,
@@ -341,7 +347,7 @@ def inbox(
 
 
 def make_triage_command(action: str, summary: str) -> click.Command:
-    @click.argument("task_id", metavar="ID")
+    @click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
     @json_option
     @click.pass_context
     def command(ctx: click.Context, task_id: str, as_json: bool) -> None:

@@ -10,7 +10,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -23,6 +23,9 @@ from agh.protocol.enums import INBOX_LANES as INBOX_LANES
 from agh.protocol.enums import LOG_LEVELS as LOG_LEVELS
 from agh.protocol.enums import PRIORITIES as PRIORITIES
 from agh.protocol.enums import TASK_STATUSES as TASK_STATUSES
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -45,6 +48,17 @@ class JsonParam(click.ParamType):  # type: ignore[type-arg]  # generic from clic
 
 
 JSON = JsonParam()
+
+
+def complete_task_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """``shell_complete=`` of every argument or option that names a task:
+    the running aghd's tasks matching what is typed (agh.cli.completion);
+    nothing, silently, when it is not running."""
+    from agh.cli.completion import task_completions  # only on Tab
+
+    return task_completions(ctx, param, incomplete)
 
 
 def seconds_to_ms(seconds: float | None) -> int | None:

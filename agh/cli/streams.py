@@ -20,6 +20,7 @@ from agh.cli.exits import EXIT_FAILED
 from agh.cli.options import (
     CLOSED_STATUSES,
     LOG_LEVELS,
+    complete_task_ids,
     json_option,
     workspace_ref,
 )
@@ -63,7 +64,7 @@ def read_timeline(
 
 
 @click.command("timeline")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @click.option(
     "--after",
     type=click.IntRange(0),
@@ -157,7 +158,7 @@ def follow_task(client: Client, task_id: str, as_json: bool) -> str:
 
 
 @click.command("watch")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @click.option(
     "--json",
     "as_json",
@@ -276,7 +277,7 @@ def follow_logs(
 
 
 @click.command("logs")
-@click.argument("ref", metavar="RUN_OR_TASK")
+@click.argument("ref", metavar="RUN_OR_TASK", shell_complete=complete_task_ids)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
 @click.option("--step", type=int, metavar="N", help="Only lines of step N.")
 @click.option("--level", type=click.Choice(LOG_LEVELS), help="Only lines at this level or above.")
@@ -358,7 +359,13 @@ def logs(
     metavar="SEQ",
     help="Start after this sequence number. [default: 0; with --follow, the end of the log]",
 )
-@click.option("--task", "task_ref", metavar="ID", help="Only this task's events.")
+@click.option(
+    "--task",
+    "task_ref",
+    metavar="ID",
+    shell_complete=complete_task_ids,
+    help="Only this task's events.",
+)
 @click.option("--workspace", metavar="W", help="Only events of this workspace's tasks.")
 @click.option("--channel", metavar="NAME", help="Only events of tasks on this network channel.")
 @click.option("--json", "as_json", is_flag=True, help="Accepted; the output is JSON lines anyway.")

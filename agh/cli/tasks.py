@@ -25,6 +25,7 @@ from agh.cli.options import (
     JSON,
     PRIORITIES,
     TASK_STATUSES,
+    complete_task_ids,
     confirm_or_stop,
     json_option,
     require_confirmation,
@@ -333,7 +334,7 @@ def ls(
 
 
 @click.command("show")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @click.option(
     "--events",
     type=click.IntRange(0),
@@ -435,7 +436,7 @@ def format_task_detail(
 
 
 @click.command("publish")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @json_option
 @click.pass_context
 def publish(ctx: click.Context, task_id: str, as_json: bool) -> None:
@@ -459,7 +460,7 @@ def publish(ctx: click.Context, task_id: str, as_json: bool) -> None:
 
 
 @click.command("start")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @click.option("--input", "input_", type=JSON, metavar="JSON", help="JSON input handed to the run.")
 @click.option(
     "--idempotency-key",
@@ -568,7 +569,9 @@ def for_each_task(task_ids: tuple[str, ...], act: Callable[[str], Any]) -> list[
 
 
 @click.command("cancel")
-@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument(
+    "task_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_task_ids
+)
 @click.option("--reason", metavar="TEXT", help="Why; recorded on every canceled task.")
 @yes_option
 @json_option
@@ -607,7 +610,9 @@ def cancel(
 
 
 @click.command("rm")
-@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument(
+    "task_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_task_ids
+)
 @yes_option
 @json_option
 @click.pass_context
@@ -648,7 +653,7 @@ def rm(ctx: click.Context, task_ids: tuple[str, ...], yes: bool, as_json: bool) 
 
 
 @click.command("send")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_task_ids)
 @click.argument("message", required=False)
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the message from stdin.")
 @json_option
@@ -680,7 +685,9 @@ def send(
 
 
 @click.command("wait")
-@click.argument("task_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument(
+    "task_ids", metavar="ID...", nargs=-1, required=True, shell_complete=complete_task_ids
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing; only the exit status tells.")
 @json_option
 @click.pass_context

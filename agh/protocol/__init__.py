@@ -344,6 +344,12 @@ if TYPE_CHECKING:
         HelloResult as HelloResult,
     )
     from agh.protocol.sessions import (
+        ServerBackupParams as ServerBackupParams,
+    )
+    from agh.protocol.sessions import (
+        ServerBackupResult as ServerBackupResult,
+    )
+    from agh.protocol.sessions import (
         ServerInfoResult as ServerInfoResult,
     )
     from agh.protocol.sessions import (

@@ -1,8 +1,9 @@
-"""``session.hello``, ``sessions.list`` and ``server.info``: params and results."""
+"""``session.hello``, ``sessions.list``, ``server.info`` and ``server.backup``:
+params and results."""
 
 from __future__ import annotations
 
-from agh.protocol.base import Limit, Params, Shape
+from agh.protocol.base import Limit, NonEmpty, Params, Shape
 from agh.protocol.enums import PROTOCOL_VERSION, SessionState
 from agh.protocol.shapes import Origin, ServerInfo, Session
 
@@ -40,3 +41,20 @@ class ServerInfoResult(Shape, kw_only=True):
     database: str
     started_at: str
     synchronous: str
+
+
+class ServerBackupParams(Params, kw_only=True):
+    # Absolute, as aghd sees it (the agh CLI resolves a relative one).
+    path: NonEmpty
+    # Replace an existing file at path (else: conflict).
+    force: bool = False
+
+
+class ServerBackupResult(Shape, kw_only=True):
+    path: str
+    bytes: int
+    schema_version: int
+    # The database copied, and when its snapshot was taken.
+    database: str
+    taken_at: str
+    duration_ms: int

@@ -1,23 +1,27 @@
 """The SQLite connection, the per-job transaction context, ids and times.
 
 Owns: opening the database with the right pragmas, migrations on open, the
-``Tx`` handed to every store function, id generation. Must not: know about
+``Tx`` handed to every store function, id generation, the file-level checks
+and copies (``check_file``, ``backup_database``). Must not: know about
 sockets, JSON-RPC or the event loop (the committer drives it from a thread).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 import sqlite3
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from agh.errors import AghError, Busy, InternalError, NotFound
+from agh.errors import AghError, Busy, Conflict, InternalError, InvalidParams, NotFound
 from aghd.store.schema import migrate
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -114,6 +118,200 @@ def check_file(path: str, most: int = 10) -> tuple[int | None, list[str]]:
         return None, [str(exc)]
     finally:
         conn.close()
+
+
+# -- online backup ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupReport:
+    """What ``backup_database`` wrote."""
+
+    path: str
+    bytes: int
+    schema_version: int
+    # When the copy's snapshot was taken (ms since the epoch).
+    taken_at: int
+    duration_ms: int
+
+
+_PATH_FIELD = "$.params.path"
+# OS errors while writing the copy that pass by themselves (retry later),
+# as opposed to a destination that can never work (invalid params).
+_TRANSIENT = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN)
+
+
+def backup_database(
+    source: str, dest: str, *, replace: bool = False, busy_timeout_ms: int = 5000
+) -> BackupReport:
+    """Copy the database at ``source`` to the absolute path ``dest``, online.
+
+    ``VACUUM INTO`` on a read-only connection of its own: one read
+    transaction, so the copy is one consistent snapshot (every write
+    committed before it started, nothing of a later one) and, in WAL
+    mode, writers go on committing while it runs. The copy is written
+    to a hidden temporary file (mode 0600: the database holds claim token
+    hashes and everything the agents wrote) in ``dest``'s directory,
+    fsynced, then linked (or, with ``replace``, renamed) into place and the
+    directory fsynced: ``dest`` is either the whole copy or untouched. It
+    is a plain rollback-journal database, one self-contained file.
+
+    Raises InvalidParams (naming ``$.params.path``) for a destination that
+    cannot work (no such directory, a directory, the served database
+    itself, not writable), Conflict when ``dest`` exists and not
+    ``replace``, Busy when the disk is full or failing (nothing written),
+    and the storage error of a source that cannot be read.
+    """
+    directory, name = os.path.split(dest)
+    if not name:
+        raise _bad_path(dest, "names a directory, not a file", "end it with a file name")
+    if not os.path.isdir(directory):
+        raise _bad_path(
+            dest,
+            f"cannot be written: the directory {directory} does not exist",
+            f"create it first (mkdir -p {directory}) or choose another path",
+        )
+    if os.path.isdir(dest):
+        raise _bad_path(dest, "is a directory", f"name a file inside it ({dest}/agh-backup.db)")
+    if _serves(source, dest):
+        raise _bad_path(
+            dest,
+            "is the database aghd serves (or one of its -wal, -shm files)",
+            "write the backup to another path",
+        )
+    if os.path.lexists(dest) and not replace:
+        raise _exists(dest)
+    started = time.monotonic()
+    taken_at = now_ms()
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # VACUUM INTO accepts an empty file and keeps its mode: created
+        # 0600 here, whatever the umask, so the copy is never readable by
+        # others, not even while it is being written.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise _write_error(dest, exc) from None
+    try:
+        src = sqlite3.connect(
+            f"file:{urllib.parse.quote(source)}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            timeout=busy_timeout_ms / 1000,
+            check_same_thread=False,
+        )
+        try:
+            src.execute("VACUUM INTO ?", (tmp,))
+        finally:
+            src.close()
+        copy = sqlite3.connect(f"file:{urllib.parse.quote(tmp)}?mode=ro", uri=True)
+        try:
+            version = int(copy.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            copy.close()
+        # SQLite does not fsync what VACUUM INTO writes: do it before the
+        # name points at it, so a crash leaves the old file or the whole copy.
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        _put_in_place(tmp, dest, replace=replace)
+        _fsync_dir(directory)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _write_error(dest, exc) from None
+        if isinstance(exc, sqlite3.Error):
+            raise _copy_error(exc, source, dest) from None
+        raise
+    return BackupReport(dest, size, version, taken_at, int((time.monotonic() - started) * 1000))
+
+
+def _serves(source: str, dest: str) -> bool:
+    """Whether ``dest`` is the database file at ``source`` or a side file of it."""
+    names = {source + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    real = os.path.realpath(dest)
+    if real in {os.path.realpath(n) for n in names}:
+        return True
+    for other in names:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(dest, other):
+                return True
+    return False
+
+
+def _put_in_place(tmp: str, dest: str, *, replace: bool) -> None:
+    if replace:
+        os.replace(tmp, dest)
+        return
+    # A hard link never replaces: a file created at dest since the check
+    # above is refused, not overwritten.
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise _exists(dest) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # A file system without hard links (vfat, some FUSE mounts).
+        if os.path.lexists(dest):
+            raise _exists(dest) from None
+        os.replace(tmp, dest)
+        return
+    os.unlink(tmp)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # a file system that cannot sync directories
+            raise
+    finally:
+        os.close(fd)
+
+
+def _bad_path(dest: str, what: str, hint: str) -> InvalidParams:
+    return InvalidParams(
+        f"backup path {dest} {what}; {hint}", {"field": _PATH_FIELD, "path": dest, "hint": hint}
+    )
+
+
+def _exists(dest: str) -> Conflict:
+    hint = f"pass force to replace it (agh backup --force {dest}), or choose another path"
+    return Conflict(
+        f"{dest} already exists; nothing was written. To replace it: {hint}",
+        {"field": _PATH_FIELD, "path": dest, "hint": hint},
+    )
+
+
+def _write_error(dest: str, exc: OSError) -> AghError:
+    directory = os.path.dirname(dest)
+    if exc.errno in _TRANSIENT:
+        return Busy(
+            f"cannot write the backup {dest} ({exc.strerror}); nothing was written: free some"
+            f" space in {directory} (or check the disk), then retry",
+            {"path": dest, "error": str(exc), "hint": "free disk space, then retry"},
+        )
+    return _bad_path(
+        dest,
+        f"cannot be written ({exc.strerror})",
+        f"choose a directory this user can write, or fix the permissions of {directory}",
+    )
+
+
+def _copy_error(exc: sqlite3.Error, source: str, dest: str) -> AghError:
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (_FULL, _IOERR):
+        return Busy(
+            f"cannot write the backup {dest} ({exc}); nothing was written: free some space in"
+            f" {os.path.dirname(dest)} (or check the disk), then retry",
+            {"path": dest, "error": str(exc), "hint": "free disk space, then retry"},
+        )
+    return storage_error(exc, source, writing=False)
 
 
 # -- what SQLite's errors mean to a client ------------------------------------
