@@ -46,7 +46,7 @@ import msgspec
 
 from agh import protocol as p
 from agh.errors import AghError, DaemonUnreachable, LeaseLost, ProtocolError
-from agh.paths import default_socket_path
+from agh.settings import client_socket_path
 from agh.transport import (
     CONNECT_ERRORS,
     CONNECT_RETRY_S,
@@ -191,7 +191,7 @@ class AsyncClient:
         """Nothing is sent until ``async with``: it connects and, if
         ``agent_name``, ``session_id`` or ``origin_kind`` is given, sends
         ``session.hello`` first; it raises DaemonUnreachable."""
-        self.socket_path = socket_path or default_socket_path()
+        self.socket_path = socket_path or client_socket_path()
         self.timeout = timeout
         self._ids = itertools.count(1)
         # stream.event params not yet taken by next_event(), oldest first.
@@ -418,6 +418,10 @@ class AsyncClient:
             p.ServerBackupResult,
             timeout=timeout,
         )
+
+    async def server_config(self) -> p.ServerConfigResult:
+        """The daemon's effective settings and where each came from."""
+        return await self.call("server.config", p.EmptyParams(), p.ServerConfigResult)
 
     # -- tasks --------------------------------------------------------------------
 

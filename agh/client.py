@@ -23,7 +23,7 @@ import msgspec
 
 from agh import protocol as p
 from agh.errors import AghError, ProtocolError
-from agh.paths import default_socket_path
+from agh.settings import client_socket_path
 from agh.transport import (
     CONNECT_ERRORS,
     CONNECT_RETRY_S,
@@ -62,7 +62,7 @@ class Client:
     ) -> None:
         """Connect; if ``agent_name``, ``session_id`` or ``origin_kind`` is
         given, send ``session.hello`` first. Raises DaemonUnreachable."""
-        self.socket_path = socket_path or default_socket_path()
+        self.socket_path = socket_path or client_socket_path()
         self.timeout = timeout
         self._ids = itertools.count(1)
         self._buffer = b""
@@ -218,6 +218,10 @@ class Client:
             p.ServerBackupResult,
             timeout=timeout,
         )
+
+    def server_config(self) -> p.ServerConfigResult:
+        """The daemon's effective settings and where each came from."""
+        return self.call("server.config", p.EmptyParams(), p.ServerConfigResult)
 
     # -- tasks --------------------------------------------------------------------
 

@@ -138,6 +138,13 @@ class DaemonUnreachable(AghError):
     kind = "unreachable"
 
 
+class ConfigError(AghError):
+    """A configuration file that cannot be used: ``details`` name the file
+    and, where one is at fault, the key and its line."""
+
+    kind = "config"
+
+
 WIRE_ERRORS: tuple[type[AghError], ...] = (
     ParseError,
     InvalidRequest,

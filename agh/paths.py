@@ -39,10 +39,16 @@ def runtime_dir() -> str:
 
 
 def default_socket_path() -> str:
-    """``$AGH_SOCKET``, else ``<runtime dir>/agh.sock``."""
+    """``$AGH_SOCKET``, else ``<runtime dir>/agh.sock`` (a client also reads
+    the configuration file: ``agh.settings.client_socket_path``)."""
     env = os.environ.get("AGH_SOCKET")
     if env:
         return env
+    return builtin_socket_path()
+
+
+def builtin_socket_path() -> str:
+    """``<runtime dir>/agh.sock``: the default of the ``socket_path`` setting."""
     return os.path.join(runtime_dir(), "agh.sock")
 
 

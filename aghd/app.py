@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 import aghd.handlers  # noqa: F401  (registers every method)
 from agh import __version__
-from aghd import files, retention
+from aghd import files, reload, retention, systemd
 from aghd.committer import Committer
+from aghd.config import Layers, Override
 from aghd.files import StartupError
 from aghd.rpc import Dispatcher
 from aghd.scheduler import Scheduler, WorkSignal
@@ -42,13 +44,13 @@ from aghd.store.db import (
     recovery_steps,
     storage_error,
 )
-from aghd.store.models import Backoff
 from aghd.streams import Hub
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator
 
-    from aghd.config import Config
+    from agh.settings import Config
     from aghd.rpc import ConnectionState
 
 log = logging.getLogger("aghd")
@@ -59,8 +61,10 @@ class Daemon:
     session registry and server, and the ``Services`` handlers get. Tests
     reach its parts (``streams``, ``request_stop``); handlers never do."""
 
-    def __init__(self, config: Config, *, integrity_check: bool) -> None:
+    def __init__(self, layers: Layers, *, integrity_check: bool) -> None:
+        config = layers.config
         self.config = config
+        self.layers = layers
         self.stopping = anyio.Event()
         self.stop_requested = anyio.Event()
         self.work = WorkSignal()
@@ -83,7 +87,7 @@ class Daemon:
             sessions=self.sessions,
             streams=self.streams,
             work=self.work,
-            backoff=Backoff(config.retry_backoff_base_ms, config.retry_backoff_cap_ms),
+            layers=layers,
             identity=Identity(__version__, os.getpid(), now_ms()),
             stopping=self.stopping,
         )
@@ -152,14 +156,43 @@ def acquire_locks(config: Config) -> list[int]:
     return fds
 
 
+def _listening_at(socket_path: str) -> bool:
+    """Whether a process listens on a Unix socket bound at ``socket_path``
+    (systemd's aghd.socket, say), from /proc/net/unix; False where unknown.
+    Connecting to find out would start the service behind an activated socket."""
+    wanted = os.path.abspath(socket_path)
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        # "Num RefCount Protocol Flags Type St Inode Path"; flag 0x10000 is
+        # __SO_ACCEPTCON (listening). The path may contain spaces.
+        fields = line.split(None, 7)
+        if len(fields) == 8 and int(fields[3], 16) & 0x10000 and fields[7] == wanted:
+            return True
+    return False
+
+
 async def _bind(socket_path: str) -> anyio.abc.SocketListener:
     # Start-up, before anything is served: a blocking stat harms no one.
     if os.path.lexists(socket_path):  # noqa: ASYNC240
         # We hold the lock in a directory only we can write, so no live
-        # daemon owns this: a crashed one left it.
+        # daemon owns this: a crashed one left it -- unless something that
+        # takes no lock listens there: systemd's aghd.socket while
+        # aghd.service is down. Removing that would cut systemd off.
         if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
             raise StartupError(
                 f"{socket_path} exists and is not a socket; remove it or choose --socket",
+                {"socket": socket_path},
+            )
+        if _listening_at(socket_path):
+            raise StartupError(
+                f"something already listens on {socket_path} (systemd's aghd.socket?) "
+                "without running aghd; start aghd through it (`systemctl --user start "
+                "aghd.service`, or just connect), or stop it first (`systemctl --user "
+                "stop aghd.socket`), or choose another --socket",
                 {"socket": socket_path},
             )
         log.info("removing stale socket %s", socket_path)
@@ -177,16 +210,29 @@ async def _bind(socket_path: str) -> anyio.abc.SocketListener:
         os.umask(old)
 
 
-def _open(config: Config) -> Daemon:
+def _inherited_path(sock: socket.socket, configured: str) -> str:
+    """The path systemd bound ``sock`` to; ``configured`` (for the lock and
+    the logs) when it has none (an abstract socket)."""
+    name = sock.getsockname()
+    if isinstance(name, str) and name.startswith("/"):
+        if name != configured:
+            log.info("socket activation: serving %s (not %s)", name, configured)
+        return name
+    log.warning("socket activation: the socket has no path; locking %s", configured + ".lock")
+    return configured
+
+
+def _open(layers: Layers) -> Daemon:
     """Open the database (refusing a damaged one before migrating it) and
     the daemon around it. The check reads every page, so it is skipped when
     the file is exactly as the last clean stop left it (aghd/files.py)."""
+    config = layers.config
     check = config.integrity_check
     if files.left_clean(config.db_path) and check:
         log.info("database unchanged since aghd last stopped cleanly: start-up check skipped")
         check = False
     try:
-        return Daemon(config, integrity_check=check)
+        return Daemon(layers, integrity_check=check)
     except DatabaseDamaged as exc:
         raise StartupError(
             f"the database {config.db_path} is damaged ({exc}); aghd will not serve it: "
@@ -214,7 +260,7 @@ def _recover(tx: Tx) -> int:
 async def _watch_signals(daemon: Daemon, signals: AsyncIterator[int]) -> None:
     async for signum in signals:
         if signum == signal.SIGHUP:
-            log.info("SIGHUP: nothing to reload")
+            reload.reload(daemon.layers, "SIGHUP")
             continue
         log.info("received %s: shutting down", signal.Signals(signum).name)
         daemon.request_stop()
@@ -223,13 +269,19 @@ async def _watch_signals(daemon: Daemon, signals: AsyncIterator[int]) -> None:
 async def serve(
     config: Config,
     *,
+    layers: Layers | None = None,
     handle_signals: bool = True,
     task_status: anyio.abc.TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until ``request_stop()`` or SIGTERM; then drain and exit.
 
+    ``layers``: where ``config`` came from, with the configuration file to
+    watch and reload (``aghd`` passes them; in-process tests need not).
+
     Raises AlreadyRunning when another daemon holds the socket or database.
     """
+    if layers is None:
+        layers = Layers(config=config)
     # The signals are taken before anything else: a SIGTERM that comes while
     # the database opens, or between binding the socket and the watcher's
     # first step, waits in the receiver and stops aghd cleanly, instead of
@@ -240,22 +292,39 @@ async def serve(
         else contextlib.nullcontext(None)
     )
     with receiver as signals:
-        locks = acquire_locks(config)
+        # Socket activation (aghd.socket): systemd bound the socket and owns
+        # its file; its path names our lock, as the path we bind would.
+        inherited = systemd.inherited_listener()
+        if inherited is not None:
+            config.socket_path = _inherited_path(inherited, config.socket_path)
+            layers.overrides["socket_path"] = Override(config.socket_path, "systemd socket")
+            layers.sources["socket_path"] = "systemd socket"
+        try:
+            locks = acquire_locks(config)
+        except BaseException:
+            if inherited is not None:
+                inherited.close()
+            raise
         daemon: Daemon | None = None
-        bound = False  # only a socket we bound is ours to remove
+        bound = False  # only a socket we bound is ours to remove, never systemd's
         drained = False  # every queued write committed, the loops ended
         try:
-            daemon = _open(config)
+            systemd.status(f"opening the database {config.db_path}")
+            daemon = _open(layers)
             recovered = daemon.committer.write_sync(_recover)
             if recovered:
                 log.info("recovered %d run(s) whose lease ran out while aghd was down", recovered)
-            listener = await _bind(config.socket_path)
-            bound = True
+            if inherited is not None:
+                listener = await anyio.abc.SocketListener.from_socket(inherited)
+            else:
+                listener = await _bind(config.socket_path)
+                bound = True
             async with anyio.create_task_group() as outer:
                 outer.start_soon(daemon.committer.run)
                 async with anyio.create_task_group() as inner:
                     inner.start_soon(daemon.scheduler.run)
                     inner.start_soon(retention.run, daemon.committer, config)
+                    inner.start_soon(reload.watch, daemon.layers, daemon.stopping)
                     inner.start_soon(daemon.streams.run)
                     inner.start_soon(daemon.server.serve, listener)
                     if signals is not None:
@@ -266,8 +335,15 @@ async def serve(
                         config.socket_path,
                         config.db_path,
                     )
+                    # One checkpoint lets server.serve (queued before us) run
+                    # to create_unix_server, which starts accepting before it
+                    # first yields: READY=1 means a connect is answered now.
+                    await anyio.lowlevel.checkpoint()
+                    systemd.ready(f"serving {config.socket_path}")
                     task_status.started(daemon)
                     await daemon.stop_requested.wait()
+                    systemd.stopping()
+                    systemd.status("draining: finishing the requests in flight")
                     # Drain: stop accepting and reading, let in-flight requests
                     # finish (their writes commit and their replies go out).
                     daemon.stopping.set()
@@ -283,6 +359,8 @@ async def serve(
             if bound:
                 with contextlib.suppress(OSError):
                     os.unlink(config.socket_path)
+            if inherited is not None:
+                inherited.close()  # our copy only (a no-op once the server closed it)
             for fd in locks:  # the database's last, after SQLite closed it
                 os.close(fd)
             log.info("aghd stopped")

@@ -12,19 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+# The defaults of the daemon settings the rules read.
+from agh.settings import (
+    BACKLOG_THRESHOLD_MS,
+    LATENCY_WINDOW_MS,
+    STALE_AFTER_MS,
+    STUCK_AFTER_MS,
+)
+
 if TYPE_CHECKING:
     from agh.protocol.enums import HealthStatus
 
 _SEVERITY: dict[HealthStatus, int] = {"ok": 0, "warning": 1, "critical": 2}
 # A queue backlog is critical past this many times the warning threshold.
 BACKLOG_CRITICAL_FACTOR = 4
-
-
-# The defaults of the daemon settings the rules read (aghd.config uses them).
-STUCK_AFTER_MS = 600_000
-BACKLOG_THRESHOLD_MS = 300_000
-STALE_AFTER_MS = 600_000
-LATENCY_WINDOW_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,68 +1,55 @@
-"""The ``aghd`` command: parse options, configure logging, run the daemon."""
+"""The ``aghd`` command: parse options, layer them over the configuration
+file (aghd/config.py), configure logging, run the daemon."""
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
 import sys
-from dataclasses import MISSING
+from typing import Any
 
 import click
 
 from agh import __version__
-from aghd.config import Config
+from agh.settings import SETTINGS
 
 # The defaults are Config's, shown in --help: one place for each value.
-DEFAULTS = {
-    name: f.default for name, f in Config.__dataclass_fields__.items() if f.default is not MISSING
-}
+DEFAULTS = {name: setting.default() for name, setting in SETTINGS.items()}
 
 EXIT_ALREADY_RUNNING = 3
 
-
-# Config fields settable with --set NAME=VALUE (numbers; see aghd/config.py).
-TUNABLE = (
-    "stream_keepalive_s",
-    "stream_max_backlog_bytes",
-    "log_retention_lines",
-    "stuck_after_ms",
-    "backlog_threshold_ms",
-    "stale_after_ms",
-    "latency_window_ms",
-    "shutdown_grace_s",
-    "read_connections",
-    "busy_timeout_ms",
-    "max_connections",
-    "idle_timeout_s",
-    "write_stall_timeout_s",
-)
+# Option (click parameter name) -> the setting it sets.
+FLAG_SETTINGS = {
+    "socket_path": "socket_path",
+    "db_path": "db_path",
+    "synchronous": "synchronous",
+    "lease_ms": "default_lease_ms",
+    "max_attempts": "default_max_attempts",
+    "backoff_base_ms": "retry_backoff_base_ms",
+    "backoff_cap_ms": "retry_backoff_cap_ms",
+    "max_claims_per_session": "max_claims_per_session",
+    "allowed_uids": "allowed_uids",
+    "integrity_check": "integrity_check",
+    "log_level": "log_level",
+    "log_format": "log_format",
+}
 
 
-def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
-    """``NAME=VALUE`` pairs for TUNABLE fields; anything else is a usage error."""
-    out: dict[str, float | int] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or name not in TUNABLE:
-            raise click.BadParameter(
-                f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(TUNABLE)}",
-                param_hint="--set",
-            )
-        try:
-            value = float(text) if name.endswith("_s") else int(text)
-        except ValueError:
-            raise click.BadParameter(
-                f"{item!r}: {text!r} is not a number", param_hint="--set"
-            ) from None
-        if value <= 0:
-            raise click.BadParameter(f"{item!r}: must be positive", param_hint="--set")
-        out[name] = value
-    return out
+def _default(name: str) -> str:
+    value = DEFAULTS[name]
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="aghd")
+@click.option(
+    "--config",
+    "config_file",
+    envvar="AGH_CONFIG",
+    metavar="PATH",
+    help="Configuration file [$AGH_CONFIG; default ~/.config/agh/config.yaml, "
+    "used when it exists]. Watched: edits apply live.",
+)
 @click.option(
     "--socket", "socket_path", envvar="AGH_SOCKET", help="Unix socket path [$AGH_SOCKET]."
 )
@@ -70,43 +57,37 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
 @click.option(
     "--synchronous",
     type=click.Choice(["FULL", "EXTRA", "NORMAL", "OFF"], case_sensitive=False),
-    default=DEFAULTS["synchronous"],
-    show_default=True,
+    show_default=_default("synchronous"),
     help="SQLite synchronous mode; anything below FULL can lose acknowledged writes on power loss.",
 )
 @click.option(
     "--lease-ms",
     type=click.IntRange(1000, 86_400_000),
-    default=DEFAULTS["default_lease_ms"],
-    show_default=True,
+    show_default=_default("default_lease_ms"),
     help="Default lease length of a claim.",
 )
 @click.option(
     "--max-attempts",
     type=click.IntRange(1, 1000),
-    default=DEFAULTS["default_max_attempts"],
-    show_default=True,
+    show_default=_default("default_max_attempts"),
     help="Default max_attempts of a new task.",
 )
 @click.option(
     "--backoff-base-ms",
     type=click.IntRange(0),
-    default=DEFAULTS["retry_backoff_base_ms"],
-    show_default=True,
+    show_default=_default("retry_backoff_base_ms"),
     help="First retry delay after agent.fail; doubles per attempt.",
 )
 @click.option(
     "--backoff-cap-ms",
     type=click.IntRange(0),
-    default=DEFAULTS["retry_backoff_cap_ms"],
-    show_default=True,
+    show_default=_default("retry_backoff_cap_ms"),
     help="Longest retry delay.",
 )
 @click.option(
     "--max-claims-per-session",
     type=click.IntRange(0),
-    default=DEFAULTS["max_claims_per_session"],
-    show_default=True,
+    show_default=_default("max_claims_per_session"),
     help="Active claims one session may hold (0: unlimited).",
 )
 @click.option(
@@ -121,12 +102,13 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
     "settings",
     metavar="NAME=VALUE",
     multiple=True,
-    help="Set a tuning value (repeatable): " + ", ".join(TUNABLE) + ".",
+    help="Set any setting of the configuration file (repeatable), e.g. "
+    "--set stuck_after_ms=60000; `agh config show` lists them.",
 )
 @click.option(
     "--integrity-check/--no-integrity-check",
-    default=DEFAULTS["integrity_check"],
-    show_default=True,
+    default=None,
+    show_default=_default("integrity_check"),
     help="Check the database file's structure before serving it (refuse a damaged one); "
     "--no-integrity-check only to read what is left of a damaged database.",
 )
@@ -138,67 +120,124 @@ def _parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
 )
 @click.option(
     "--log-level",
-    default="INFO",
-    show_default=True,
+    show_default=_default("log_level"),
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    show_default=_default("log_format"),
+    type=click.Choice(["auto", "text", "journal", "json"], case_sensitive=False),
+    help="auto: journal (priority prefixes, no timestamps) when stderr is the "
+    "systemd journal, else text.",
+)
+@click.pass_context
 def main(
-    socket_path: str | None,
-    db_path: str | None,
-    synchronous: str,
-    lease_ms: int,
-    max_attempts: int,
-    backoff_base_ms: int,
-    backoff_cap_ms: int,
-    max_claims_per_session: int,
-    allowed_uids: tuple[int, ...],
+    ctx: click.Context,
+    /,
+    config_file: str | None,
     settings: tuple[str, ...],
-    integrity_check: bool,
     check: bool,
-    log_level: str,
+    **flags: Any,
 ) -> None:
     """Run the agh daemon in the foreground until SIGTERM.
+
+    Settings come from flags and --set, then $AGH_SOCKET / $AGH_DB, then
+    the configuration file, then the defaults.
 
     \b
     Example:
       aghd                                  # default socket and database
       aghd --socket /tmp/a.sock --db ./agh.db
     """
-    from agh.paths import default_db_path, default_socket_path
+    from agh.errors import ConfigError
+    from aghd.config import Layers
 
+    try:
+        layers = Layers(
+            config_file,
+            explicit=config_file is not None,
+            overrides=_overrides(ctx, flags, settings),
+        )
+    except ConfigError as exc:
+        click.echo(f"aghd: {exc.message}", err=True)
+        sys.exit(1)
+    config = layers.config
     if check:
-        sys.exit(_check(db_path or default_db_path()))
+        sys.exit(_check(config.db_path))
 
     import anyio
 
+    from aghd import logs
     from aghd.app import serve
     from aghd.files import AlreadyRunning, StartupError
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Paths passed explicitly: the defaults (agh.paths) are computed only
-    # when no flag or variable names the path.
-    config = Config(
-        socket_path=socket_path or default_socket_path(),
-        db_path=db_path or default_db_path(),
-        synchronous=synchronous.upper(),
-        default_lease_ms=lease_ms,
-        default_max_attempts=max_attempts,
-        retry_backoff_base_ms=backoff_base_ms,
-        retry_backoff_cap_ms=backoff_cap_ms,
-        max_claims_per_session=max_claims_per_session,
-        allowed_uids=allowed_uids,
-        integrity_check=integrity_check,
-    )
-    for name, value in _parse_settings(settings).items():
-        setattr(config, name, value)
+    logs.configure(config.log_level, config.log_format)
     options = {"use_uvloop": True} if config.use_uvloop and _has_uvloop() else {}
     try:
-        anyio.run(serve, config, backend="asyncio", backend_options=options)
+        anyio.run(
+            functools.partial(serve, config, layers=layers),
+            backend="asyncio",
+            backend_options=options,
+        )
     except StartupError as exc:
         click.echo(f"aghd: {exc.message}", err=True)
         sys.exit(EXIT_ALREADY_RUNNING if isinstance(exc, AlreadyRunning) else 1)
+
+
+def _overrides(ctx: click.Context, flags: dict[str, Any], items: tuple[str, ...]) -> dict[str, Any]:
+    """The settings the command line (or a flag's environment variable)
+    sets, each with its source; checked exactly as the file's values are."""
+    from click.core import ParameterSource
+
+    from agh.errors import ConfigError
+    from agh.settings import decode
+    from aghd.config import Override
+
+    out: dict[str, Override] = {}
+    for param in ctx.command.params:
+        name = param.name
+        if name not in FLAG_SETTINGS:
+            continue
+        source = ctx.get_parameter_source(name)
+        value = flags[name]
+        if source is ParameterSource.ENVIRONMENT:
+            where = f"env {param.envvar}"
+        elif source is ParameterSource.COMMANDLINE and value not in (None, ()):
+            where = "flag " + max(param.opts, key=len)
+        else:
+            continue
+        setting = FLAG_SETTINGS[name]
+        try:
+            out[setting] = Override(decode(setting, value), where)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param=param) from None
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        try:
+            if not sep:
+                raise ConfigError(f"{item!r}: expected NAME=VALUE")
+            out[name] = Override(_decode_set(name, text), f"flag --set {name}")
+        except ConfigError as exc:
+            raise click.BadParameter(exc.message, param_hint="--set") from None
+    return out
+
+
+def _decode_set(name: str, text: str) -> Any:
+    """``--set NAME=VALUE``: VALUE read as YAML (``30000``, ``FULL``,
+    ``[1001, 1002]``), then checked as the file's would be."""
+    import yaml
+
+    from agh.errors import ConfigError
+    from agh.settings import SETTINGS, decode, unknown_setting
+
+    if name not in SETTINGS:
+        raise ConfigError(unknown_setting(name))
+    try:
+        raw = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raw = text
+    return decode(name, raw, f"{name}: ")
 
 
 def _check(path: str) -> int:

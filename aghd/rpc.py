@@ -11,7 +11,9 @@ services, and handlers nothing of the server.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import msgspec
 
-from agh.errors import InvalidParams, MethodNotFound
+from agh.errors import AghError, InvalidParams, MethodNotFound
 from agh.protocol import Params
 from aghd.store.db import Caller
 
@@ -123,6 +125,8 @@ def method(name: str, params_type: type[P]) -> Callable[[H], H]:
     return register
 
 
+log = logging.getLogger("aghd.rpc")
+
 _PATH = re.compile(r" - at `\$(.*)`$")
 _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 
@@ -170,7 +174,27 @@ class Dispatcher:
                 {"method": name, "hint": "see `man agh-protocol` for the method list"},
             )
         params = decode_params(m, raw_params)
-        return await m.handler(Context(self.services, conn, after_reply), params)
+        if not log.isEnabledFor(logging.DEBUG):
+            return await m.handler(Context(self.services, conn, after_reply), params)
+        # At DEBUG, every request with its params and outcome (aghd/logs.py
+        # redacts the claim tokens among them).
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await m.handler(Context(self.services, conn, after_reply), params)
+        except AghError as exc:
+            outcome = f"error {exc.kind}: {exc.message}"
+            raise
+        finally:
+            log.debug(
+                "%s by %s (session %s) in %.1f ms: %s; params %.300s",
+                name,
+                conn.user,
+                conn.session_id,
+                (time.perf_counter() - started) * 1000,
+                outcome,
+                bytes(raw_params).decode("utf-8", "replace"),
+            )
 
 
 # What the server calls for each request (a Dispatcher, or anything alike).

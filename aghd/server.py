@@ -23,6 +23,7 @@ import pwd
 import re
 import socket
 import struct
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -385,8 +386,11 @@ class Server:
         loop = asyncio.get_running_loop()
         # A deep accept queue: a burst of clients connecting at once waits
         # there instead of failing connect() with EAGAIN.
+        # Python 3.13 would unlink the socket file on close: the file is
+        # aghd.app's to remove (ours) or to leave (systemd's, inherited).
+        keep: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
         self._server = await loop.create_unix_server(
-            lambda: _Connection(self), sock=sock, backlog=socket.SOMAXCONN
+            lambda: _Connection(self), sock=sock, backlog=socket.SOMAXCONN, **keep
         )
         try:
             while True:

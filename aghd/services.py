@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from agh.errors import AghError
 from aghd.store import sessions as sessions_store
+from aghd.store.models import Backoff
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import anyio
 
-    from aghd.config import Config
+    from aghd.config import Config, Layers
     from aghd.rpc import ConnectionState
     from aghd.scheduler import WorkSignal
     from aghd.store.db import Caller, Tx
-    from aghd.store.models import Backoff
     from aghd.streams import Hub
 
 log = logging.getLogger("aghd")
@@ -117,7 +117,14 @@ class Services:
     sessions: SessionRegistry
     streams: Hub
     work: WorkSignal
-    backoff: Backoff
+    # The configuration's sources and file (server.config); ``config`` is
+    # its live settings.
+    layers: Layers
     identity: Identity
     # Set when the daemon begins to drain: long polls end, writes are refused.
     stopping: anyio.Event
+
+    @property
+    def backoff(self) -> Backoff:
+        """The retry delays, as the configuration says now (it reloads)."""
+        return Backoff(self.config.retry_backoff_base_ms, self.config.retry_backoff_cap_ms)

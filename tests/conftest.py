@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 # Subprocesses a test starts inherit it too: one that finds no daemon must
 # see exit 69, not start one (see CLEAN_ENV in tests/helpers/cli.py).
 os.environ["AGH_AUTOSTART"] = "0"
+# Nor may the developer's own ~/.config/agh/config.yaml reach a daemon or
+# command under test: the user config dir is an empty one of our own.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="agh-config-")
+# A daemon a test runs as another uid must find no file there, not be refused one.
+os.chmod(os.environ["XDG_CONFIG_HOME"], 0o755)
+os.environ.pop("AGH_CONFIG", None)
 
 
 @pytest.fixture

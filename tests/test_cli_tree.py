@@ -35,6 +35,7 @@ NO_DATA = {
     ("events",),
     ("logs",),
     ("completion",),
+    ("config",),
 }
 
 

@@ -163,6 +163,13 @@ def test_agh_help_does_not_load_the_completion_module() -> None:
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 
 
+def shell_lines(argv: list[str], env: dict[str, str]) -> list[str]:
+    """The lines a shell printed; it must exit 0 and say nothing on stderr."""
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout.splitlines()
+
+
 def bash_complete(env: dict[str, str], *words: str) -> list[str]:
     """COMPREPLY of the committed script's function for ``words`` (the
     last one the word being completed), in a clean ``bash --norc``."""
@@ -173,16 +180,9 @@ def bash_complete(env: dict[str, str], *words: str) -> list[str]:
         "_agh_completion agh\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    proc = subprocess.run(
-        ["bash", "--norc", "--noprofile", "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    return [line for line in proc.stdout.splitlines() if line]
+    return [
+        line for line in shell_lines(["bash", "--norc", "--noprofile", "-c", code], env) if line
+    ]
 
 
 @needs_bash
@@ -192,7 +192,12 @@ def test_bash_completes_commands_subcommands_options_and_choices(
     env = shell_env(bin_dir, os.path.join(short_dir, "none.sock"))
     assert bash_complete(env, "agh", "ag") == ["agent"]
     assert bash_complete(env, "agh", "agent", "cl") == ["claim"]
-    assert set(bash_complete(env, "agh", "daemon", "")) == {"start", "stop", "status"}
+    assert set(bash_complete(env, "agh", "daemon", "")) == {
+        "start",
+        "stop",
+        "status",
+        "install-unit",
+    }
     assert set(bash_complete(env, "agh", "d")) == {"dep", "deny", "dashboard", "daemon"}
     assert {"--events", "--json", "--help"} <= set(bash_complete(env, "agh", "show", "--"))
     assert bash_complete(env, "agh", "list", "--qui") == ["--quiet"]  # an alias
@@ -334,16 +339,7 @@ def fish_complete(env: dict[str, str], line: str) -> list[str]:
     """What fish offers for ``line`` (``value<TAB>description`` each), with
     only the committed script loaded: ``complete -C`` is fish's own Tab."""
     code = f"source {shlex.quote(str(CONTRIB / 'agh.fish'))}; complete -C {shlex.quote(line)}"
-    proc = subprocess.run(
-        ["fish", "--no-config", "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    return proc.stdout.splitlines()
+    return shell_lines(["fish", "--no-config", "-c", code], env)
 
 
 needs_fish = pytest.mark.skipif(

@@ -1,6 +1,6 @@
 """agh(1) against the click tree: every command documented once and nothing
-that is gone, every option in its command's section, every exit code, and
-a page that groff and mandoc render without a warning.
+that is gone, every option in its command's section and every exit code. That it
+renders without a warning is tests/test_man_pages.py's, for every page.
 
 The page's scheme, which these tests read: under ``.SH COMMANDS``, one
 ``.SS`` per command, named as it is typed and followed by its aliases
@@ -14,14 +14,12 @@ the ``agent`` section: ``.B agh claim`` then ``Same as`` and
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import click
-import pytest
 
 from agh.cli import REGISTRY, exits, main
+from tests.helpers.man import man_sections, mentions, plain
 
 PAGE = Path(__file__).resolve().parent.parent / "man" / "agh.1"
 HELP_OPTIONS = {"-h", "--help"}
@@ -29,12 +27,6 @@ HELP_OPTIONS = {"-h", "--help"}
 
 def page() -> str:
     return PAGE.read_text(encoding="utf-8")
-
-
-def man_sections(text: str) -> dict[str, str]:
-    """``.SH`` name → its body (up to the next ``.SH``)."""
-    parts = re.split(r'^\.SH "?(.+?)"?$', text, flags=re.M)
-    return {name: body for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def command_sections(text: str) -> list[tuple[tuple[str, ...], str]]:
@@ -45,18 +37,6 @@ def command_sections(text: str) -> list[tuple[tuple[str, ...], str]]:
         (tuple(n.strip() for n in heading.strip('"').split(",")), body)
         for heading, body in zip(parts[1::2], parts[2::2], strict=True)
     ]
-
-
-def plain(roff: str) -> str:
-    r"""Roff source as the words a reader sees: ``\-`` → ``-``, no font
-    changes or zero-width escapes, so ``\fB\-\-json\fR`` reads ``--json``."""
-    text = re.sub(r"\\f(?:\(..|\[[^]]*\]|.)", "", roff)
-    return text.replace("\\&", "").replace("\\-", "-")
-
-
-def mentions(text: str, option: str) -> bool:
-    """``option`` as a whole word: ``-o`` is not found in ``--output``."""
-    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text) is not None
 
 
 def command_tree() -> list[tuple[str, click.Command, tuple[str, ...]]]:
@@ -165,29 +145,3 @@ def test_exit_status_lists_every_code_of_agh_cli_exits() -> None:
     body = man_sections(page())["EXIT STATUS"]
     documented = [int(c) for c in re.findall(r"^\.TP\n\.B (\d+)$", body, re.M)]
     assert sorted(documented) == sorted(codes)
-
-
-@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
-def test_page_renders_with_groff_without_warnings() -> None:
-    proc = subprocess.run(
-        ["groff", "-man", "-Tutf8", "-ww", "-z", str(PAGE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-
-
-@pytest.mark.skipif(shutil.which("mandoc") is None, reason="mandoc is not installed")
-def test_page_passes_mandoc_lint() -> None:
-    # Warnings and worse fail; mandoc's style notes (a long line in an
-    # example, say) are taste, not mistakes.
-    proc = subprocess.run(
-        ["mandoc", "-Tlint", "-W", "warning", str(PAGE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr

@@ -21,7 +21,7 @@ for _module in pkgutil.iter_modules(aghd.handlers.__path__):
 
 def test_every_method_has_a_handler_and_every_handler_a_method() -> None:
     assert set(REGISTRY) == set(METHODS)
-    assert len(METHODS) == 48
+    assert len(METHODS) == 49
 
 
 def test_each_handler_decodes_the_tables_params_and_returns_its_result() -> None:

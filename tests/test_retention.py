@@ -21,13 +21,13 @@ import pytest
 
 import aghd.retention
 from aghd.committer import Committer
-from aghd.store import claims, coordination, leases, observe, tasks
+from aghd.store import claims, coordination, observe, tasks
 from aghd.store import retention as retention_store
 from aghd.store.coordination import NewLine
 from aghd.store.db import Caller, now_ms
-from aghd.store.models import Backoff, ClaimFilters
+from aghd.store.models import ClaimFilters
 from tests.helpers.daemons import ThreadDaemon, make_config
-from tests.helpers.store import HUMAN, StoreFile, create, run_of, token
+from tests.helpers.store import HUMAN, StoreFile, create, finish, run_of, token
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,21 +62,6 @@ def claim(store: StoreFile, who: str, lease_ms: int = 60_000) -> str:
     )
     assert got is not None
     return str(got.run["id"])
-
-
-def finish(store: StoreFile, who: str, run_id: str, outcome: str) -> None:
-    if outcome == "complete":
-        store(leases.complete_run, agent(who), run_id, token(who), {"ok": True})
-    else:
-        store(
-            leases.fail_run,
-            agent(who),
-            run_id,
-            token(who),
-            "boom",
-            retry=False,
-            backoff=Backoff(0, 0),
-        )
 
 
 def log_lines(store: StoreFile, who: str, run_id: str, n: int = 3) -> None:

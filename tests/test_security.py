@@ -34,6 +34,7 @@ import pytest
 
 from agh.client import Client
 from agh.errors import AghError
+from tests.helpers.cli import clean_environ
 from tests.helpers.daemons import spawn_daemon, stop_process, wait_for_socket
 from tests.helpers.wire import RawConn
 
@@ -435,6 +436,8 @@ def test_client_refuses_a_daemon_run_by_another_uid(
     os.chmod(short_dir, 0o755)  # nobody must reach its own directories inside
     sock = os.path.join(_dir_for(NOBODY, os.path.join(short_dir, "run")), "agh.sock")
     db = os.path.join(_dir_for(NOBODY, os.path.join(short_dir, "state")), "agh.db")
+    # nobody's own config dir: ours (root's, 0700 once a daemon watched it) it cannot read.
+    config_home = _dir_for(NOBODY, os.path.join(short_dir, "config"))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -452,6 +455,7 @@ def test_client_refuses_a_daemon_run_by_another_uid(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=str(ROOT),
+        env=clean_environ(XDG_CONFIG_HOME=config_home),
     )
     procs.append(proc)
     wait_for_socket(sock, proc)

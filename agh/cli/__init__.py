@@ -162,6 +162,12 @@ REGISTRY = Registry(
         "ping": E(
             "daemon:ping", "Check that aghd answers; show its version.", read_only=True, section=HUB
         ),
+        "config": E(
+            "config:config",
+            "Show aghd's settings and where each came from; check a config file.",
+            read_only=True,
+            section=HUB,
+        ),
         "backup": E(
             "backup:backup",
             "Write a consistent copy of aghd's database to FILE, while it serves.",

@@ -35,9 +35,9 @@ _RACE_GRACE_S = 2.0
 
 
 def socket_path(ctx: click.Context) -> str:
-    from agh.paths import default_socket_path
+    from agh.settings import client_socket_path
 
-    return ctx.find_root().params.get("socket_path") or default_socket_path()
+    return ctx.find_root().params.get("socket_path") or client_socket_path()
 
 
 def autostart_enabled() -> bool:

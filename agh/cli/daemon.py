@@ -4,12 +4,15 @@
 does (``agh.cli.connect``); ``stop`` asks the running daemon to shut down
 (SIGTERM to the pid it reports, so it checkpoints and closes cleanly) and
 waits until the socket is gone. Neither autostarts: ``status`` and
-``ping`` must be able to say "not running". Owns: parsing and printing
-for ``server.info`` and ``sessions.list``. Must not: touch the database.
+``ping`` must be able to say "not running". ``install-unit`` writes the
+systemd user units (``agh.cli.units``) and never contacts aghd. Owns:
+parsing and printing for ``server.info`` and ``sessions.list``. Must not:
+touch the database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agh.cli.connect import connect, daemon_log_path, socket_path, start_daemon
-from agh.cli.exits import EXIT_FORBIDDEN, EXIT_UNAVAILABLE, fail
+from agh.cli.exits import EXIT_CONFLICT, EXIT_FORBIDDEN, EXIT_UNAVAILABLE, fail
 from agh.cli.group import SafeGroup
 from agh.cli.options import json_option
 from agh.cli.output import age, emit_json, format_fields, format_table, status_text
@@ -69,8 +72,8 @@ def daemon() -> None:
 
     Any agh command starts aghd when it is not running (unless
     AGH_AUTOSTART=0); under systemd, use `systemctl --user start aghd`
-    instead. The daemon started by agh logs to the file `agh daemon
-    status` names.
+    instead (`agh daemon install-unit` writes the units). The daemon
+    started by agh logs to the file `agh daemon status` names.
 
     \b
     Example:
@@ -217,6 +220,125 @@ def status(ctx: click.Context, as_json: bool) -> None:
             ]
         )
     )
+
+
+def user_unit_dir() -> str:
+    """Where the systemd user manager reads your units:
+    ``$XDG_CONFIG_HOME/systemd/user`` (``~/.config/systemd/user``)."""
+    config = os.environ.get("XDG_CONFIG_HOME")
+    if not (config and os.path.isabs(config)):
+        config = os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(config, "systemd", "user")
+
+
+# What install-unit tells you to run next; `agh daemon install-unit --json`
+# lists them too.
+UNIT_COMMANDS = (
+    "systemctl --user daemon-reload",
+    "systemctl --user enable --now aghd.socket",
+    "systemctl --user enable --now aghd.service",
+    "journalctl --user -u aghd -f",
+)
+
+
+@daemon.command("install-unit")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Write the units here. [default: $XDG_CONFIG_HOME/systemd/user, "
+    "i.e. ~/.config/systemd/user]",
+)
+@click.option("--force", is_flag=True, help="Overwrite unit files that differ.")
+@json_option
+def install_unit(directory: str | None, force: bool, as_json: bool) -> None:
+    """Write aghd.service and aghd.socket for systemd --user.
+
+    ExecStart= names the aghd of this installation. Prints the files and
+    the systemctl commands to run next. A unit file that exists and
+    differs is left alone (exit 4) unless --force; an identical one is
+    left as it is. Never starts or contacts aghd.
+
+    \b
+    Example:
+      agh daemon install-unit
+      agh daemon install-unit --dir /tmp/units --json
+    """
+    from agh.cli.units import exec_start_line, render
+
+    target = os.path.abspath(directory or user_unit_dir())
+    try:
+        exec_start = exec_start_line()
+    except ValueError as exc:
+        fail(str(exc))
+    plan: list[tuple[str, str, str]] = []  # (path, text, what happens)
+    for name, text in render(exec_start).items():
+        path = os.path.join(target, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                old: str | None = f.read()
+        except FileNotFoundError:
+            old = None
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read {path}: {exc}")
+        plan.append(
+            (path, text, "written" if old is None else "unchanged" if old == text else "replaced")
+        )
+    differing = [path for path, _, action in plan if action == "replaced"]
+    if differing and not force:
+        fail(
+            f"{' and '.join(differing)} already "
+            + ("exists and differs" if len(differing) == 1 else "exist and differ")
+            + " from the units for this installation; nothing was written. Keep your "
+            "edits in a drop-in (`systemctl --user edit aghd`), or overwrite with "
+            "`agh daemon install-unit --force`",
+            EXIT_CONFLICT,
+        )
+    try:
+        os.makedirs(target, exist_ok=True)
+        for path, text, action in plan:
+            if action != "unchanged":
+                _write_atomically(path, text)
+    except OSError as exc:
+        fail(f"cannot write the units to {target}: {exc.strerror or exc}; choose another --dir")
+    if as_json:
+        emit_json(
+            {
+                "directory": target,
+                "exec_start": exec_start,
+                "files": [{"path": path, "status": action} for path, _, action in plan],
+                "commands": list(UNIT_COMMANDS),
+            }
+        )
+        return
+    for path, _, action in plan:
+        click.echo(f"{action}: {path}")
+    reload, socket_on, service_on, journal = UNIT_COMMANDS
+    click.echo(
+        f"ExecStart={exec_start}\n"
+        "\n"
+        "Next (if agh started an aghd, `agh daemon stop` it first):\n"
+        f"  {reload}\n"
+        f"  {socket_on}     # start aghd on the first connection\n"
+        f"  {service_on}    # or: start it at login\n"
+        f"  {journal}                  # follow its log"
+    )
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Write ``path`` (mode 0644, as unit files are) through a temporary
+    file and a rename: systemd never reads half a unit."""
+    temporary = f"{path}.tmp{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(temporary, 0o644)  # whatever the umask
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 @click.command("sessions")

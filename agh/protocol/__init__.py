@@ -338,6 +338,9 @@ if TYPE_CHECKING:
         RunsStartParams as RunsStartParams,
     )
     from agh.protocol.sessions import (
+        ConfigSetting as ConfigSetting,
+    )
+    from agh.protocol.sessions import (
         HelloParams as HelloParams,
     )
     from agh.protocol.sessions import (
@@ -348,6 +351,9 @@ if TYPE_CHECKING:
     )
     from agh.protocol.sessions import (
         ServerBackupResult as ServerBackupResult,
+    )
+    from agh.protocol.sessions import (
+        ServerConfigResult as ServerConfigResult,
     )
     from agh.protocol.sessions import (
         ServerInfoResult as ServerInfoResult,

@@ -50,6 +50,7 @@ METHODS: dict[str, Method] = {
     "runs.logs": Method(coordination.RunsLogsParams, coordination.RunsLogsResult),
     "runs.start": Method(runs.RunsStartParams, runs.RunResult),
     "server.backup": Method(sessions.ServerBackupParams, sessions.ServerBackupResult),
+    "server.config": Method(base.EmptyParams, sessions.ServerConfigResult),
     "server.info": Method(base.EmptyParams, sessions.ServerInfoResult),
     "session.hello": Method(sessions.HelloParams, sessions.HelloResult),
     "sessions.list": Method(sessions.SessionsListParams, sessions.SessionsListResult),

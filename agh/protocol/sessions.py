@@ -1,7 +1,9 @@
-"""``session.hello``, ``sessions.list``, ``server.info`` and ``server.backup``:
-params and results."""
+"""``session.hello``, ``sessions.list``, ``server.info``, ``server.backup``
+and ``server.config``: params and results."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from agh.protocol.base import Limit, NonEmpty, Params, Shape
 from agh.protocol.enums import PROTOCOL_VERSION, SessionState
@@ -58,3 +60,24 @@ class ServerBackupResult(Shape, kw_only=True):
     database: str
     taken_at: str
     duration_ms: int
+
+
+class ConfigSetting(Shape, kw_only=True):
+    name: str
+    # The effective value (a number, string, boolean or list of uids).
+    value: Any
+    # Where it came from: "default", "file PATH:LINE", "flag --lease-ms",
+    # "flag --set NAME", "env AGH_DB" or "systemd socket".
+    source: str
+    # A change applies only when aghd starts again.
+    restart: bool
+    # A value the file sets that waits for that restart.
+    pending: Any = None
+
+
+class ServerConfigResult(Shape, kw_only=True):
+    # The configuration file aghd reads (and watches), null when none;
+    # whether it exists.
+    file: str | None
+    file_exists: bool
+    settings: list[ConfigSetting]

@@ -1,5 +1,6 @@
 """``server.info``: which aghd answers, since when, on which files;
-``server.backup``: a consistent copy of its database, taken while it serves."""
+``server.backup``: a consistent copy of its database, taken while it serves;
+``server.config``: its settings and where each came from."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ async def server_info(ctx: Context, params: p.EmptyParams) -> p.ServerInfoResult
         started_at=ts(me.started_at) or "",
         synchronous=config.synchronous,
     )
+
+
+@method("server.config", p.EmptyParams)
+async def server_config(ctx: Context, params: p.EmptyParams) -> p.ServerConfigResult:
+    return ctx.services.layers.wire()
 
 
 @method("server.backup", p.ServerBackupParams)

@@ -117,10 +117,12 @@ def spawn_daemon(
     umask: int | None = None,
     level: str = "WARNING",
     log: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m aghd`` (under ``umask`` if given; its stderr to the
     file ``log``, so a chatty DEBUG daemon never blocks on a full pipe, else
-    to a pipe) and by default wait until it accepts connections."""
+    to a pipe; in environment ``env`` if given, else this process's) and by
+    default wait until it accepts connections."""
     err: Any = subprocess.PIPE if log is None else open(log, "wb")  # noqa: SIM115
 
     def preexec() -> None:
@@ -144,6 +146,7 @@ def spawn_daemon(
             stdout=subprocess.PIPE,
             stderr=err,
             preexec_fn=preexec,
+            env=env,
         )
     finally:
         if log is not None:
