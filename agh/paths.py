@@ -64,4 +64,9 @@ def default_db_path() -> str:
     env = os.environ.get("AGH_DB")
     if env:
         return env
+    return builtin_db_path()
+
+
+def builtin_db_path() -> str:
+    """``<state dir>/agh.db``: the default of the ``db_path`` setting."""
     return os.path.join(state_dir(), "agh.db")

@@ -84,9 +84,9 @@ def _socket() -> str:
 
 def _db() -> str:
     # The environment ($AGH_DB, $AGH_SOCKET) is a layer of its own, above the file.
-    from agh.paths import state_dir
+    from agh.paths import builtin_db_path
 
-    return os.path.join(state_dir(), "agh.db")
+    return builtin_db_path()
 
 
 @dataclass(slots=True)
@@ -211,8 +211,7 @@ def read_file(path: str, *, missing_ok: bool = False) -> FileSettings:
     is not a mapping, a duplicate or unknown key, or a bad value.
     """
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = _read_text(path)
     except FileNotFoundError:
         if missing_ok:
             return FileSettings(path, {}, {}, exists=False)
@@ -224,6 +223,41 @@ def read_file(path: str, *, missing_ok: bool = False) -> FileSettings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", {"file": path}) from None
     return parse(text, path)
+
+
+# Far above any real file (the whole table is some 40 lines); a bound so a
+# file that is not one (a link to /dev/zero, a log) cannot fill memory.
+MAX_FILE_BYTES = 256 * 1024
+
+
+def _read_text(path: str) -> str:
+    """The text of the file at ``path``, which must be a regular file of
+    ours that no one else may write (it can set ``allowed_uids``) and of at
+    most MAX_FILE_BYTES; raises OSError (ConfigError for a refusal)."""
+    import stat
+
+    # O_NONBLOCK: a FIFO put there must not hang whoever reads it.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(
+                f"{path} is not a regular file; point --config at one", {"file": path}
+            )
+        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
+            raise ConfigError(
+                f"{path} can be changed by another user (owner uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):o}), and it says who may connect to aghd; "
+                f"make it yours and not writable by others: chmod go-w {path}",
+                {"file": path},
+            )
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{path} is over {MAX_FILE_BYTES // 1024} KiB: not a configuration file",
+            {"file": path},
+        )
+    return data.decode("utf-8")
 
 
 def parse(text: str, path: str) -> FileSettings:
@@ -252,6 +286,7 @@ def parse(text: str, path: str) -> FileSettings:
             + ("list" if isinstance(root, yaml.SequenceNode) else "scalar"),
             {"file": path, "line": line},
         )
+    _refuse_aliases(root, path)
     constructor = yaml.SafeLoader("")
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
@@ -259,7 +294,13 @@ def parse(text: str, path: str) -> FileSettings:
         line = key_node.start_mark.line + 1
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
         details = {"file": path, "key": key, "line": line}
-        if not isinstance(key, str) or key not in SETTINGS:
+        if key is None:
+            raise ConfigError(
+                f"{path}:{line}: a setting name must be a plain word, not a YAML "
+                + ("list" if isinstance(key_node, yaml.SequenceNode) else "mapping"),
+                details,
+            )
+        if key not in SETTINGS:
             raise ConfigError(f"{path}:{line}: {unknown_setting(key)}", details)
         if key in lines:
             raise ConfigError(
@@ -276,6 +317,31 @@ def parse(text: str, path: str) -> FileSettings:
         values[key] = decode(key, raw, f"{path}:{line}: ", details)
         lines[key] = line
     return FileSettings(path, values, lines)
+
+
+def _refuse_aliases(root: Any, path: str) -> None:
+    """No setting needs YAML anchors and aliases (``&a``, ``*a``), and a few
+    nested ones make a value of billions of items: refuse any node the
+    file uses twice."""
+    import yaml
+
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            line = node.start_mark.line + 1
+            raise ConfigError(
+                f"{path}:{line}: YAML anchors and aliases (&name, *name) are not "
+                "allowed in a configuration file; write the value out",
+                {"file": path, "line": line},
+            )
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.extend((k, v))
 
 
 def decode(key: str, raw: Any, where: str = "", details: dict[str, Any] | None = None) -> Any:
@@ -296,7 +362,8 @@ def decode(key: str, raw: Any, where: str = "", details: dict[str, Any] | None =
         raw = canonical.get(raw.lower(), raw)
     try:
         value = msgspec.convert(raw, setting.kind, strict=True)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, UnicodeError, ValueError, TypeError) as exc:
+        # UnicodeError: a lone surrogate ("\ud800") in a YAML string.
         problem = str(exc).split(" - at `", 1)[0]
         if setting.kind in CHOICES:
             problem = "expected one of " + ", ".join(setting.kind.__args__)
@@ -307,48 +374,77 @@ def decode(key: str, raw: Any, where: str = "", details: dict[str, Any] | None =
     if isinstance(value, list):
         return tuple(value)
     if setting.kind is Path:
-        return os.path.expanduser(value)
+        value = os.path.expanduser(value)
+        if not os.path.isabs(value):
+            # Each process would resolve it against its own directory:
+            # aghd under systemd and a client in a shell would disagree.
+            raise ConfigError(
+                f"{where}{key}: {value!r} is relative; give an absolute path (or ~/...)", details
+            )
     return value
 
 
-def unknown_setting(key: object) -> str:
-    if not isinstance(key, str):
-        return f"a setting name must be a plain word, not {_show(key)}"
+def unknown_setting(key: str) -> str:
     near = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.6)
     hint = f"did you mean {near[0]}? " if near else ""
     return f"unknown setting {key!r}; {hint}`agh config show` lists every setting"
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, limit: int = 120) -> str:
+    """``value`` as JSON for a message, cut at ``limit`` characters."""
     if isinstance(value, tuple):
         value = list(value)
-    return msgspec.json.encode(value).decode()
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, ValueError, UnicodeError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def show_value(value: Any) -> str:
+    """A setting's value as ``agh config show`` and aghd's log print it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
 
 
 def client_socket_path() -> str:
     """Where a client looks for aghd: ``$AGH_SOCKET``, else the
     configuration file's ``socket_path``, else ``<runtime dir>/agh.sock``.
     Cheap when the file does not exist or does not mention the socket
-    (every agh command asks); a file that cannot be used is ignored here
-    (aghd refuses it and says why)."""
+    (every agh command asks). A file aghd would refuse for another line
+    still names the socket aghd may be serving (it keeps running on a bad
+    edit), so that one line is read on its own; nothing here raises."""
     from agh.paths import default_socket_path
 
     if os.environ.get("AGH_SOCKET"):
         return default_socket_path()
     path = default_config_path()
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError):
+        text = _read_text(path)
+    except (OSError, UnicodeDecodeError, ConfigError):
         text = ""
     if "socket_path" in text:
         try:
             value = parse(text, path).values.get("socket_path")
         except ConfigError:
-            value = None
+            value = _socket_line(text)
         if isinstance(value, str):
             return value
     return default_socket_path()
+
+
+def _socket_line(text: str) -> str | None:
+    """``socket_path: VALUE`` read from its line alone (see above)."""
+    import re
+
+    found = re.search(r"^socket_path:[ \t]*([^#\n]+?)[ \t]*(?:#.*)?$", text, flags=re.M)
+    if found is None:
+        return None
+    value = os.path.expanduser(found.group(1).strip("'\""))
+    return value if os.path.isabs(value) else None
 
 
 # -- layers: flags over the file over the defaults ---------------------------------

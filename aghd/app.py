@@ -260,6 +260,8 @@ def _recover(tx: Tx) -> int:
 async def _watch_signals(daemon: Daemon, signals: AsyncIterator[int]) -> None:
     async for signum in signals:
         if signum == signal.SIGHUP:
+            if daemon.stopping.is_set():
+                continue  # draining: a reload now would tell systemd READY=1 again
             reload.reload(daemon.layers, "SIGHUP")
             continue
         log.info("received %s: shutting down", signal.Signals(signum).name)

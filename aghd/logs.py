@@ -57,10 +57,12 @@ class LineFormatter(logging.Formatter):
         self.style_name = fmt
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        # Redacted before any quoting: JSON would escape a token's quotes.
+        message = redact(record.getMessage())
         exc = self.formatException(record.exc_info) if record.exc_info else ""
         if record.stack_info:
             exc = (exc + "\n" + record.stack_info).strip()
+        exc = redact(exc)
         if self.style_name == "json":
             doc = {
                 "ts": _iso(record.created),
@@ -70,7 +72,7 @@ class LineFormatter(logging.Formatter):
             }
             if exc:
                 doc["exc"] = exc
-            return redact(json.dumps(doc, ensure_ascii=False))
+            return json.dumps(doc, ensure_ascii=False)
         line = f"{record.name}: {message}"
         if exc:
             line += " | " + exc

@@ -150,17 +150,19 @@ def main(
       aghd --socket /tmp/a.sock --db ./agh.db
     """
     from agh.errors import ConfigError
-    from aghd.config import Layers
+    from aghd.config import Config, Layers
 
+    overrides = _overrides(ctx, flags, settings)
     try:
-        layers = Layers(
-            config_file,
-            explicit=config_file is not None,
-            overrides=_overrides(ctx, flags, settings),
-        )
+        layers = Layers(config_file, explicit=config_file is not None, overrides=overrides)
     except ConfigError as exc:
-        click.echo(f"aghd: {exc.message}", err=True)
-        sys.exit(1)
+        if not check:
+            click.echo(f"aghd: {exc.message}", err=True)
+            sys.exit(1)
+        # A typo in the configuration must not keep anyone from checking
+        # the database (say, the one --db names).
+        click.echo(f"aghd: {exc.message}; checking without the file", err=True)
+        layers = Layers(config=Config(**{name: o.value for name, o in overrides.items()}))
     config = layers.config
     if check:
         sys.exit(_check(config.db_path))

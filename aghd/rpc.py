@@ -23,6 +23,7 @@ import msgspec
 
 from agh.errors import AghError, InvalidParams, MethodNotFound
 from agh.protocol import Params
+from aghd.logs import redact
 from aghd.store.db import Caller
 
 if TYPE_CHECKING:
@@ -185,15 +186,19 @@ class Dispatcher:
         except AghError as exc:
             outcome = f"error {exc.kind}: {exc.message}"
             raise
+        except BaseException as exc:  # a bug, or the request cancelled
+            outcome = f"{type(exc).__name__}"
+            raise
         finally:
             log.debug(
-                "%s by %s (session %s) in %.1f ms: %s; params %.300s",
+                "%s by %s (session %s) in %.1f ms: %s; params %s",
                 name,
                 conn.user,
                 conn.session_id,
                 (time.perf_counter() - started) * 1000,
                 outcome,
-                bytes(raw_params).decode("utf-8", "replace"),
+                # Redacted before it is cut: no token's first characters.
+                redact(bytes(raw_params).decode("utf-8", "replace"))[:300],
             )
 
 

@@ -448,9 +448,16 @@ class Server:
     def sweep(self, now: float) -> None:
         """Close connections idle past ``idle_timeout_s``; cut off those whose
         replies have sat unsent past ``write_stall_timeout_s`` (their buffered
-        output is dropped: that is the memory being freed)."""
+        output is dropped: that is the memory being freed), and those of a
+        uid no longer in ``allowed_uids`` (a reload took it out: revoking
+        means now, not at its next connection)."""
+        me, allowed = os.getuid(), self.config.allowed_uids
         for conn in list(self.connections):
-            if conn.paused_since is not None and (
+            uid = conn.state.peer_uid if conn.state is not None else me
+            if uid != me and uid not in allowed:
+                log.warning("closing a connection of uid %d: no longer in allowed_uids", uid)
+                self._close(conn, drop_output=True)
+            elif conn.paused_since is not None and (
                 now - conn.paused_since > self.config.write_stall_timeout_s
             ):
                 log.warning(

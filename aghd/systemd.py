@@ -53,7 +53,9 @@ def notify(*lines: str) -> bool:
     else:
         log.debug("NOTIFY_SOCKET=%r is neither a path nor @abstract: not notifying", target)
         return False
-    message = "\n".join(lines).encode()
+    # "replace": a path that is not UTF-8 (from argv, surrogate-escaped)
+    # must not make a status line raise.
+    message = "\n".join(lines).encode("utf-8", "replace")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.settimeout(_SEND_TIMEOUT_S)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from agh.client import Client
 from agh.settings import SETTINGS, Layers, Override, parse, read_file
 from tests.helpers.cli import clean_environ, invoke
 from tests.helpers.daemons import spawn_daemon, stop_process
+from tests.helpers.store import StoreFile
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -65,7 +67,11 @@ def test_an_unknown_key_names_its_line_and_the_nearest_setting() -> None:
         ("- default_lease_ms\n", 1, ["must be a mapping", "not a YAML list"]),
         ("log_level: info\nlog_level: debug\n", 2, ["set twice", "first on line 1"]),
         ("default_lease_ms: !!python/object:os.system x\n", 1, ["not a plain YAML value"]),
-        ("allowed_uids: &a [*a]\n", 1, ["allowed_uids: not a plain YAML value"]),
+        ("allowed_uids: &a [*a]\n", 1, ["anchors and aliases", "write the value out"]),
+        ("allowed_uids: &u [1]\nlog_level: *u\n", 1, ["anchors and aliases"]),
+        ('log_level: "\\ud800"\n', 1, ["log_level:"]),
+        ("db_path: agh.db\n", 1, ["db_path: 'agh.db' is relative", "absolute path"]),
+        ("? [a, b]\n: 1\n", 1, ["must be a plain word, not a YAML list"]),
         ("event_retention_days: 10000000000000\n", 1, ["<= 36500"]),
         ("idle_timeout_s: .inf\n", 1, ["idle_timeout_s", "<= 31536000"]),
     ],
@@ -113,6 +119,59 @@ def test_a_missing_default_file_means_defaults_but_a_named_one_is_an_error(
     assert read_file(path, missing_ok=True).exists is False
     with pytest.raises(errors.ConfigError, match=r"no configuration file at .*none\.yaml"):
         Layers(path, explicit=True)
+
+
+def test_a_billion_laughs_is_refused_at_once() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    started = time.monotonic()
+    err = config_error("\n".join(lines) + "\n")
+    assert time.monotonic() - started < 1
+    assert len(err.message) < 300, err.message
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "group-writable", "huge"])
+def test_what_is_not_a_private_regular_file_is_refused_without_hanging(
+    short_dir: str, kind: str
+) -> None:
+    path = os.path.join(short_dir, "config.yaml")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        os.symlink("/dev/zero", path)
+    else:
+        write(path, "# x\n" * (100_000 if kind == "huge" else 1))
+        if kind == "group-writable":
+            os.chmod(path, 0o664)
+    words = {
+        "fifo": "not a regular file",
+        "device": "not a regular file",
+        "group-writable": "chmod go-w",
+        "huge": "over 256 KiB",
+    }[kind]
+    with pytest.raises(errors.ConfigError, match=words):
+        read_file(path)
+    # A client looking for the socket (none runs in short_dir) reads past
+    # such a file without hanging; the file's refusal is then the answer.
+    env: dict[str, str | None] = {"AGH_CONFIG": path, "XDG_RUNTIME_DIR": short_dir}
+    shown = invoke("config", "show", "--json", env=env)
+    assert shown.exit_code == 1 and words in shown.stderr, shown.stderr
+
+
+def test_a_client_finds_the_socket_a_half_broken_file_names(short_dir: str) -> None:
+    path = os.path.join(short_dir, "config.yaml")
+    write(path, "socket_path: /run/elsewhere/agh.sock  # moved\nstuck_after: 5\n")
+    env = clean_environ(AGH_CONFIG=path)
+    env.pop("AGH_SOCKET", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from agh.settings import client_socket_path as c; print(c())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert proc.stdout.strip() == "/run/elsewhere/agh.sock"
 
 
 # -- layers ---------------------------------------------------------------------------
@@ -279,6 +338,30 @@ def test_hostile_edits_never_end_the_daemon(hubs: Callable[..., Hub]) -> None:
     assert eventually(lambda: hub.setting("default_lease_ms").value == 80_000)
 
 
+def test_the_watch_survives_its_directory_being_replaced(short_dir: str) -> None:
+    """As a dotfile manager relinks ~/.config/agh: the directory removed,
+    another put in its place; edits there still apply."""
+    conf_dir = os.path.join(short_dir, "conf")
+    os.mkdir(conf_dir)
+    watched = os.path.join(conf_dir, "config.yaml")
+    write(watched, "default_lease_ms: 60000\n")
+    # The last --config wins: aghd reads conf/config.yaml, not the Hub's own.
+    hub = Hub(short_dir, "", "--config", watched)
+    try:
+        write(watched, "default_lease_ms: 70000\n")
+        assert eventually(lambda: hub.setting("default_lease_ms").value == 70_000)
+        shutil.rmtree(conf_dir)
+        elsewhere = os.path.join(short_dir, "dotfiles")
+        os.mkdir(elsewhere)
+        write(os.path.join(elsewhere, "config.yaml"), "default_lease_ms: 80000\n")
+        os.symlink(elsewhere, conf_dir)
+        assert eventually(lambda: hub.setting("default_lease_ms").value == 80_000)
+        write(os.path.join(elsewhere, "config.yaml"), "default_lease_ms: 90000\n")
+        assert eventually(lambda: hub.setting("default_lease_ms").value == 90_000)
+    finally:
+        hub.stop()
+
+
 def test_a_setting_that_needs_a_restart_says_so_and_waits(hubs: Callable[..., Hub]) -> None:
     hub = hubs("synchronous: FULL\n")
     write(hub.config, "synchronous: NORMAL\n")
@@ -354,6 +437,26 @@ def test_set_takes_any_setting_and_rejects_a_bad_one_as_a_usage_error(short_dir:
     # A good --set passes the option check and reaches --check (no database: 1).
     fine = aghd("--set", "allowed_uids=[1001, 1002]", "--set", "log_format=json")
     assert fine.returncode == 1 and "no database at" in fine.stderr
+
+
+def test_check_still_checks_the_database_when_the_config_file_is_bad(short_dir: str) -> None:
+    config = os.path.join(short_dir, "config.yaml")
+    write(config, "stuck_after: 5\n")
+    db = os.path.join(short_dir, "agh.db")
+    StoreFile(db).close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "aghd", "--config", config, "--db", db, "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "unknown setting 'stuck_after'" in proc.stderr
+        and "checking without the file" in proc.stderr
+    )
+    assert proc.stdout.startswith(f"{db}: ok, schema version")
 
 
 # -- agh config show / check ----------------------------------------------------------

@@ -48,6 +48,9 @@ def test_a_traceback_is_folded_into_its_events_line_in_every_format() -> None:
         assert TOKEN not in line, fmt
         assert "ValueError" in line, fmt
     assert LineFormatter("journal").format(record("x")).startswith("<3>aghd.server: x")
+    # JSON escapes quotes: the field rule must see the message before that.
+    quoted = LineFormatter("json").format(record('params {"claim_token": "secret"}'))
+    assert "secret" not in quoted and json.loads(quoted)["msg"].endswith(REDACTED + '"}')
     doc = json.loads(LineFormatter("json").format(record("failed: %s", "x", exc=True)))
     assert (doc["level"], doc["logger"], doc["msg"]) == ("error", "aghd.server", "failed: x")
     assert doc["ts"].endswith("Z") and "Traceback" in doc["exc"]

@@ -56,3 +56,48 @@ def test_other_uid_is_refused(make_daemon: Any) -> None:
 def test_allowed_uid_is_served(make_daemon: Any) -> None:
     reply = json.loads(_probe(make_daemon, allowed_uids=(NOBODY,)))
     assert reply["id"] == 1 and "version" in reply["result"]
+
+
+# Runs as `nobody`: one request answered, then wait for the daemon to hang up.
+_HOLD = """
+import os, socket, sys, time
+os.setgid({uid}); os.setuid({uid})
+s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
+s.sendall(b'{{"jsonrpc":"2.0","id":1,"method":"server.info"}}\\n')
+data = b""
+while not data.endswith(b"\\n"):
+    data += s.recv(65536)
+print("served", flush=True)
+started = time.monotonic()
+try:
+    while s.recv(65536):
+        pass
+    print("closed after %.1f s" % (time.monotonic() - started), flush=True)
+except OSError as exc:
+    print("closed after %.1f s (%s)" % (time.monotonic() - started, exc), flush=True)
+"""
+
+
+def test_a_uid_taken_out_of_allowed_uids_is_cut_off_without_reconnecting(
+    make_daemon: Any,
+) -> None:
+    # A short stall timeout makes the server sweep its connections often.
+    d = make_daemon(allowed_uids=(NOBODY,), write_stall_timeout_s=0.4)
+    os.chmod(os.path.dirname(d.socket), 0o755)
+    os.chmod(d.socket, 0o666)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD.format(uid=NOBODY), d.socket],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "served"
+        # What a reload of config.yaml without the uid does to the live config.
+        d.call_in_loop(setattr, d.daemon.config, "allowed_uids", ())
+        line = proc.stdout.readline()
+        assert line.startswith("closed after"), line
+        assert float(line.split()[2]) < 5, line
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)

@@ -17,6 +17,7 @@ from agh.cli.connect import connect
 from agh.cli.options import json_option
 from agh.cli.output import emit_json, format_table, paint
 from agh.errors import DaemonUnreachable
+from agh.settings import show_value
 
 if TYPE_CHECKING:
     from agh import protocol as p
@@ -40,10 +41,10 @@ def config() -> None:
 def _offline() -> p.ServerConfigResult:
     """What aghd would start with, from the file and the environment (as
     aghd with no flags would read them)."""
-    from agh.settings import Layers, Override, default_config_path
+    from agh.settings import Layers, Override, decode, default_config_path
 
     overrides = {
-        name: Override(os.environ[var], f"env {var}")
+        name: Override(decode(name, os.environ[var], f"${var}: "), f"env {var}")
         for name, var in (("socket_path", "AGH_SOCKET"), ("db_path", "AGH_DB"))
         if os.environ.get(var)
     }
@@ -51,14 +52,6 @@ def _offline() -> p.ServerConfigResult:
         default_config_path(), explicit=bool(os.environ.get("AGH_CONFIG")), overrides=overrides
     )
     return layers.wire()
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(map(str, value)) + "]"
-    return str(value)
 
 
 @config.command("show")
@@ -82,7 +75,9 @@ def show(ctx: click.Context, as_json: bool) -> None:
     try:
         with connect(ctx, autostart=False) as client:
             result = client.server_config()
-    except DaemonUnreachable:
+    except DaemonUnreachable as exc:
+        if exc.details.get("cause") != "not_running":
+            raise  # it runs but does not answer: its file's values could be stale
         running = False
         result = _offline()
     if as_json:
@@ -95,9 +90,9 @@ def show(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"{who}\nconfiguration file: {file}\n", err=not running)
     rows = []
     for s in result.settings:
-        value = _text(s.value)
+        value = show_value(s.value)
         if s.pending is not None:
-            value += f" (file: {_text(s.pending)} at the next start)"
+            value += f" (file: {show_value(s.pending)} at the next start)"
         source = s.source if s.source != "default" else paint("default", "bright_black")
         rows.append([s.name, value, "restart" if s.restart else "live", source])
     click.echo(format_table(["SETTING", "VALUE", "APPLIES", "SOURCE"], rows, flex=1))
@@ -130,7 +125,7 @@ def check(file: str | None, as_json: bool) -> None:
 
     path = os.path.abspath(os.path.expanduser(file or default_config_path()))
     # The default file may be absent (aghd then uses the defaults); one named is expected.
-    settings = read_file(path, missing_ok=file is None)
+    settings = read_file(path, missing_ok=file is None and not os.environ.get("AGH_CONFIG"))
     if as_json:
         emit_json({"file": path, "exists": settings.exists, "settings": settings.values})
         return
@@ -139,4 +134,4 @@ def check(file: str | None, as_json: bool) -> None:
         return
     click.echo(f"{path}: ok, sets {len(settings.values)} setting(s)")
     for name, value in settings.values.items():
-        click.echo(f"  {settings.where(name).rsplit(':', 1)[1]:>4}  {name}: {_text(value)}")
+        click.echo(f"  {settings.where(name).rsplit(':', 1)[1]:>4}  {name}: {show_value(value)}")

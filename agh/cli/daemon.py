@@ -313,6 +313,7 @@ def install_unit(directory: str | None, force: bool, as_json: bool) -> None:
         return
     for path, _, action in plan:
         click.echo(f"{action}: {path}")
+    _warn_if_the_socket_differs()
     reload, socket_on, service_on, journal = UNIT_COMMANDS
     click.echo(
         f"ExecStart={exec_start}\n"
@@ -323,6 +324,23 @@ def install_unit(directory: str | None, force: bool, as_json: bool) -> None:
         f"  {service_on}    # or: start it at login\n"
         f"  {journal}                  # follow its log"
     )
+
+
+def _warn_if_the_socket_differs() -> None:
+    """aghd.socket listens where agh looks by default; a client told to
+    look elsewhere ($AGH_SOCKET, socket_path in config.yaml) would miss it
+    and start a second aghd, which the database lock then refuses."""
+    from agh.paths import builtin_socket_path
+    from agh.settings import client_socket_path
+
+    wanted, unit = client_socket_path(), builtin_socket_path()
+    if os.path.abspath(wanted) != os.path.abspath(unit):
+        click.echo(
+            f"agh: warning: aghd.socket listens on {unit}, but agh looks for aghd at "
+            f"{wanted} ($AGH_SOCKET or socket_path in config.yaml); set ListenStream= "
+            "to it in a drop-in (`systemctl --user edit aghd.socket`), or drop the override",
+            err=True,
+        )
 
 
 def _write_atomically(path: str, text: str) -> None:

@@ -30,7 +30,7 @@ EPOCH_MS = 1_790_000_000_000
 
 
 def agent(name: str) -> Caller:
-    return Caller("agent_session", name, "sdk", None, name)
+    return Caller("agent_session", name, "uds", None, name)
 
 
 def token(name: str) -> str:
@@ -130,7 +130,7 @@ def hello(store: StoreFile, session_id: str) -> None:
         channel=None,
         name=None,
         workspace_id=None,
-        origin_kind="sdk",
+        origin_kind="uds",
         origin_ref=None,
     )
 
