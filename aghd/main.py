@@ -209,6 +209,9 @@ def _overrides(ctx: click.Context, flags: dict[str, Any], items: tuple[str, ...]
         else:
             continue
         setting = FLAG_SETTINGS[name]
+        if setting in ("socket_path", "db_path"):
+            # From the shell aghd was started in: relative to its directory.
+            value = os.path.abspath(os.path.expanduser(value))
         try:
             out[setting] = Override(decode(setting, value), where)
         except ConfigError as exc:

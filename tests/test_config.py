@@ -498,3 +498,18 @@ def test_config_show_reads_the_running_daemon_else_the_file(hubs: Callable[..., 
     doc = json.loads(offline.stdout)
     assert doc["running"] is False
     assert {s["name"]: s["value"] for s in doc["settings"]}["stuck_after_ms"] == 5000
+
+
+def test_relative_paths_on_the_command_line_are_taken_from_its_directory(short_dir: str) -> None:
+    StoreFile(os.path.join(short_dir, "here.db")).close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "aghd", "--db", "here.db", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=short_dir,
+        env=clean_environ(),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(os.path.join(short_dir, "here.db") + ": ok")

@@ -44,7 +44,7 @@ def _offline() -> p.ServerConfigResult:
     from agh.settings import Layers, Override, decode, default_config_path
 
     overrides = {
-        name: Override(decode(name, os.environ[var], f"${var}: "), f"env {var}")
+        name: Override(decode(name, os.path.abspath(os.environ[var]), f"${var}: "), f"env {var}")
         for name, var in (("socket_path", "AGH_SOCKET"), ("db_path", "AGH_DB"))
         if os.environ.get(var)
     }
