@@ -554,29 +554,29 @@ class Layers:
         self.pending = pending
         return result
 
-    def describe(self) -> list[tuple[str, Any, str, bool, Any]]:
-        """Every setting: name, effective value, source, whether a change
-        needs a restart, and the value waiting for one (or None)."""
-        return [
-            (
-                name,
-                getattr(self.config, name),
-                self.sources[name],
-                setting.restart,
-                self.pending.get(name),
-            )
-            for name, setting in SETTINGS.items()
-        ]
+    def hold(self, name: str, value: Any, source: str) -> None:
+        """Set ``name`` as a flag would, from ``source``: a reload leaves it."""
+        setattr(self.config, name, value)
+        self.overrides[name] = Override(value, source)
+        self.sources[name] = source
 
     def wire(self) -> p.ServerConfigResult:
-        """The whole configuration as ``server.config`` returns it."""
+        """Every setting, its value, its source, whether a change needs a
+        restart and the value waiting for one, as ``server.config`` returns
+        them."""
         from agh import protocol
 
         return protocol.ServerConfigResult(
             file=self.path,
             file_exists=self.file.exists,
             settings=[
-                protocol.ConfigSetting(name=n, value=v, source=src, restart=r, pending=pend)
-                for n, v, src, r, pend in self.describe()
+                protocol.ConfigSetting(
+                    name=name,
+                    value=getattr(self.config, name),
+                    source=self.sources[name],
+                    restart=setting.restart,
+                    pending=self.pending.get(name),
+                )
+                for name, setting in SETTINGS.items()
             ],
         )

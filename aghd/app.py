@@ -27,7 +27,7 @@ import aghd.handlers  # noqa: F401  (registers every method)
 from agh import __version__
 from aghd import files, reload, retention, systemd
 from aghd.committer import Committer
-from aghd.config import Layers, Override
+from aghd.config import Layers
 from aghd.files import StartupError
 from aghd.rpc import Dispatcher
 from aghd.scheduler import Scheduler, WorkSignal
@@ -83,7 +83,6 @@ class Daemon:
         self.sessions = SessionRegistry(self.committer, self.stopping)
         self.services = Services(
             store=self.committer,
-            config=config,
             sessions=self.sessions,
             streams=self.streams,
             work=self.work,
@@ -298,9 +297,8 @@ async def serve(
         # its file; its path names our lock, as the path we bind would.
         inherited = systemd.inherited_listener()
         if inherited is not None:
-            config.socket_path = _inherited_path(inherited, config.socket_path)
-            layers.overrides["socket_path"] = Override(config.socket_path, "systemd socket")
-            layers.sources["socket_path"] = "systemd socket"
+            path = _inherited_path(inherited, config.socket_path)
+            layers.hold("socket_path", path, "systemd socket")
         try:
             locks = acquire_locks(config)
         except BaseException:

@@ -10,9 +10,10 @@ Formats (setting ``log_format``, flag ``--log-format``):
   and, with a traceback, ``exc``.
 
 A traceback is folded into its event's line (`` | `` between its lines), so
-no line of the log stands alone without its level. Every line is passed
-through ``redact``: a claim token is a bearer credential, so none may
-reach a log, whatever a handler or a library put in the message.
+no line of the log stands alone without its level. Every message and
+traceback is passed through ``redact`` (the rest of a line is our own
+timestamp, level and logger name): a claim token is a bearer credential,
+so none may reach a log, whatever a handler or a library put in it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _PRIORITY = {
     logging.INFO: 6,
     logging.DEBUG: 7,
 }
+_BY_LEVEL = sorted(_PRIORITY.items(), reverse=True)  # most severe first
 
 
 def redact(line: str) -> str:
@@ -78,12 +80,12 @@ class LineFormatter(logging.Formatter):
             line += " | " + exc
         line = _fold(line)
         if self.style_name == "journal":
-            return redact(f"<{_priority(record.levelno)}>{line}")
-        return redact(f"{_local(record.created)} {record.levelname} {line}")
+            return f"<{_priority(record.levelno)}>{line}"
+        return f"{_local(record.created)} {record.levelname} {line}"
 
 
 def _priority(levelno: int) -> int:
-    for level, priority in sorted(_PRIORITY.items(), reverse=True):
+    for level, priority in _BY_LEVEL:
         if levelno >= level:
             return priority
     return 7

@@ -36,12 +36,14 @@ def reload(layers: Layers, why: str) -> bool:
         log.info("%s: no configuration file to reload", why)
         return True
     systemd.reloading()
+    serving = f"serving {layers.config.socket_path}"
+    status = f"{serving}; configuration not reloaded (see the log)"
     try:
         try:
             result = layers.reload()
         except ConfigError as exc:
             log.error("%s: %s; the running configuration is unchanged", why, exc.message)
-            systemd.status(f"configuration not reloaded: {exc.message}")
+            status = f"{serving}; configuration not reloaded: {exc.message}"
             return False
         except Exception:
             # A bug here must not end the daemon: reloads run in its task group.
@@ -69,12 +71,11 @@ def reload(layers: Layers, why: str) -> bool:
             )
         if not result.applied and not result.pending:
             log.debug("%s: %s unchanged", why, layers.path)
-        systemd.status(
-            f"serving {layers.config.socket_path}; configuration reloaded from {layers.path}"
-        )
+        status = f"{serving}; configuration reloaded from {layers.path}"
         return True
     finally:
-        systemd.notify("READY=1")
+        # Whatever happened, aghd serves on: READY=1 ends the reload for systemd.
+        systemd.ready(status)
 
 
 async def watch(layers: Layers, stopping: anyio.Event) -> None:

@@ -451,10 +451,9 @@ class Server:
         output is dropped: that is the memory being freed), and those of a
         uid no longer in ``allowed_uids`` (a reload took it out: revoking
         means now, not at its next connection)."""
-        me, allowed = os.getuid(), self.config.allowed_uids
         for conn in list(self.connections):
-            uid = conn.state.peer_uid if conn.state is not None else me
-            if uid != me and uid not in allowed:
+            uid = conn.state.peer_uid if conn.state is not None else None
+            if uid is not None and not self.allowed(uid):
                 log.warning("closing a connection of uid %d: no longer in allowed_uids", uid)
                 self._close(conn, drop_output=True)
             elif conn.paused_since is not None and (
@@ -497,10 +496,15 @@ class Server:
         _pid, uid, _gid = _PEERCRED.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
         )
-        if uid != os.getuid() and uid not in self.config.allowed_uids:
+        if not self.allowed(uid):
             log.warning("refused connection from uid %d (not in allowed_uids)", uid)
             return None
         return uid, _user_name(uid)
+
+    def allowed(self, uid: int) -> bool:
+        """Whether ``uid`` may be served: ours, or one of ``allowed_uids``
+        (read now: a reload may change them)."""
+        return uid == os.getuid() or uid in self.config.allowed_uids
 
     def begin(self) -> None:
         if self.inflight == 0:

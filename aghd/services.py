@@ -113,16 +113,20 @@ class Services:
     """Everything a handler reaches through ``ctx``."""
 
     store: Store
-    config: Config
     sessions: SessionRegistry
     streams: Hub
     work: WorkSignal
-    # The configuration's sources and file (server.config); ``config`` is
-    # its live settings.
+    # The configuration: its live settings (``config``), their sources and
+    # the file (server.config).
     layers: Layers
     identity: Identity
     # Set when the daemon begins to drain: long polls end, writes are refused.
     stopping: anyio.Event
+
+    @property
+    def config(self) -> Config:
+        """The live settings: a reload changes them in place."""
+        return self.layers.config
 
     @property
     def backoff(self) -> Backoff:

@@ -75,9 +75,10 @@ def client(daemon: ThreadDaemon) -> Iterator[Client]:
 
 
 @pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Daemon subprocesses a test starts: killed if still running, pipes closed."""
-    started: list[subprocess.Popen[bytes]] = []
+def procs() -> Iterator[list[subprocess.Popen[Any]]]:
+    """Daemon subprocesses a test starts (text or bytes): killed if still
+    running, pipes closed."""
+    started: list[subprocess.Popen[Any]] = []
     yield started
     for proc in started:
         if proc.poll() is None:

@@ -309,18 +309,8 @@ def env(short_dir: str) -> dict[str, str]:
     )
 
 
-@pytest.fixture
-def reap() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)  # reaps it and closes its pipes
-
-
 def test_aghd_serves_the_socket_systemd_passes_and_leaves_it_in_place(
-    short_dir: str, env: dict[str, str], reap: list[subprocess.Popen[str]]
+    short_dir: str, env: dict[str, str], procs: list[subprocess.Popen[str]]
 ) -> None:
     run = os.path.join(short_dir, "run")
     os.mkdir(run, 0o700)  # DirectoryMode=0700
@@ -330,7 +320,7 @@ def test_aghd_serves_the_socket_systemd_passes_and_leaves_it_in_place(
         os.chmod(path, 0o600)
         listener.listen(64)
         proc = spawn_activated(listener.fileno(), env, "--log-level", "INFO")
-        reap.append(proc)
+        procs.append(proc)
         # systemd connects nothing itself; a client queued in the backlog
         # before aghd runs is answered once it does.
         deadline = time.monotonic() + 30
@@ -356,7 +346,7 @@ def test_aghd_serves_the_socket_systemd_passes_and_leaves_it_in_place(
         assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
         # The socket is still systemd's: the next activation serves it too.
         proc = spawn_activated(listener.fileno(), env)
-        reap.append(proc)
+        procs.append(proc)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -457,7 +447,7 @@ def receive_until(sock: socket.socket, wanted: str, proc: subprocess.Popen[str])
 
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
 def test_aghd_notifies_ready_only_once_it_answers_then_stopping(
-    short_dir: str, env: dict[str, str], reap: list[subprocess.Popen[str]], abstract: bool
+    short_dir: str, env: dict[str, str], procs: list[subprocess.Popen[str]], abstract: bool
 ) -> None:
     if abstract:
         name = f"agh-test-{uuid.uuid4().hex}"
@@ -475,7 +465,7 @@ def test_aghd_notifies_ready_only_once_it_answers_then_stopping(
             stderr=subprocess.PIPE,
             text=True,
         )
-        reap.append(proc)
+        procs.append(proc)
         messages = receive_until(notify, "READY=1", proc)
         # Right now, without a retry: READY=1 promised a served socket.
         assert server_info(path)["pid"] == proc.pid
@@ -493,7 +483,7 @@ def test_aghd_notifies_ready_only_once_it_answers_then_stopping(
 
 
 def test_a_reload_is_announced_with_reloading_then_ready(
-    short_dir: str, env: dict[str, str], reap: list[subprocess.Popen[str]]
+    short_dir: str, env: dict[str, str], procs: list[subprocess.Popen[str]]
 ) -> None:
     config = os.path.join(short_dir, "config.yaml")
     with open(config, "w", encoding="utf-8") as fh:
@@ -510,7 +500,7 @@ def test_a_reload_is_announced_with_reloading_then_ready(
             stderr=subprocess.PIPE,
             text=True,
         )
-        reap.append(proc)
+        procs.append(proc)
         receive_until(notify, "READY=1", proc)
         proc.send_signal(signal.SIGHUP)
         reloading = receive_until(notify, "RELOADING=1", proc)[-1].splitlines()

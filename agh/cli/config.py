@@ -9,7 +9,7 @@ configuration of a daemon that is not running means showing the file).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -81,7 +81,9 @@ def show(ctx: click.Context, as_json: bool) -> None:
         running = False
         result = _offline()
     if as_json:
-        emit_json({"running": running, **_as_dict(result)})
+        import msgspec
+
+        emit_json({"running": running, **msgspec.to_builtins(result)})
         return
     file = result.file or "none"
     if result.file and not result.file_exists:
@@ -96,13 +98,6 @@ def show(ctx: click.Context, as_json: bool) -> None:
         source = s.source if s.source != "default" else paint("default", "bright_black")
         rows.append([s.name, value, "restart" if s.restart else "live", source])
     click.echo(format_table(["SETTING", "VALUE", "APPLIES", "SOURCE"], rows, flex=1))
-
-
-def _as_dict(result: p.ServerConfigResult) -> dict[str, Any]:
-    import msgspec
-
-    out: dict[str, Any] = msgspec.to_builtins(result)
-    return out
 
 
 @config.command("check")
